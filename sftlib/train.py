@@ -1,0 +1,304 @@
+"""Build and run a `transformers.Trainer` from a RunConfig (classification task).
+
+Trainer brings the loop, checkpointing, accelerate / torchrun / FSDP; this module only
+chooses settings and adds what Trainer lacks:
+- the seed tutorial's schedules (`sftlib.schedules`) via `create_scheduler`;
+- device, precision and attention chosen automatically, with one log line saying what
+  was chosen (`describe_hardware`);
+- the RunConfig saved into every checkpoint folder, so each artifact carries its manifest.
+
+Performance defaults: dynamic padding (`DataCollatorWithPadding`), length-grouped batches,
+bf16 autocast on GPUs that support it with tf32 matmuls, fused AdamW on CUDA, SDPA
+attention, evaluation batches larger than training batches. Weight decay skips biases and
+LayerNorm weights (Trainer's `get_decay_parameter_names`).
+
+Not supported: multi-label or regression heads, sentence pairs, the `instruction` task.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+import torch
+from sklearn.metrics import accuracy_score, f1_score
+from transformers import (
+    AutoModelForSequenceClassification,
+    DataCollatorWithPadding,
+    EarlyStoppingCallback,
+    PreTrainedTokenizerBase,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+    set_seed,
+)
+from transformers.trainer_utils import get_last_checkpoint
+
+from sftlib import assets, schedules
+from sftlib.config import RunConfig
+
+log = logging.getLogger("sftlib.train")
+CONFIG_FILENAME = "run_config.json"
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """What the run will use, decided once from the machine and the config."""
+
+    device: str  # "cuda", "mps" or "cpu"
+    name: str
+    bf16: bool
+    fp16: bool
+    attn_implementation: str
+
+    def describe(self) -> str:
+        precision = "bf16 autocast" if self.bf16 else "fp16 autocast" if self.fp16 else "fp32"
+        return (f"device={self.device} ({self.name}), precision={precision}, "
+                f"attention={self.attn_implementation}")
+
+
+def detect_hardware(precision: str = "auto") -> Hardware:
+    """CUDA if present (bf16 where supported), else MPS, else CPU in fp32."""
+    if torch.cuda.is_available():
+        device, name = "cuda", torch.cuda.get_device_name(0)
+        has_bf16 = torch.cuda.is_bf16_supported()
+    elif getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        device, name, has_bf16 = "mps", "Apple MPS", False
+    else:
+        device, name, has_bf16 = "cpu", f"{os.cpu_count()} CPU threads", False
+    if precision == "bf16" and device == "cuda" and not has_bf16:
+        raise ValueError("precision: bf16 was asked for but this GPU does not support it; "
+                         "use precision=fp16 or auto")
+    if precision == "fp16" and device == "cpu":
+        raise ValueError("precision: fp16 needs a GPU; use precision=fp32 or auto on CPU")
+    bf16 = precision == "bf16" or (precision == "auto" and has_bf16)
+    fp16 = precision == "fp16"
+    return Hardware(device, name, bf16, fp16, "sdpa")
+
+
+def compute_metrics(eval_pred) -> dict[str, float]:
+    """Accuracy and macro-F1 from Trainer's (logits, labels)."""
+    logits, labels = eval_pred
+    predictions = np.asarray(logits).argmax(axis=-1)
+    return {"accuracy": float(accuracy_score(labels, predictions)),
+            "f1": float(f1_score(labels, predictions, average="macro"))}
+
+
+def build_model(cfg: RunConfig, label_names: list[str], hardware: Hardware):
+    """The pretrained encoder with a fresh classification head for `label_names`."""
+    set_seed(cfg.seed)  # the head's initialization depends on it
+    return AutoModelForSequenceClassification.from_pretrained(
+        assets.resolve_model(cfg.model),
+        num_labels=len(label_names),
+        id2label=dict(enumerate(label_names)),
+        label2id={name: i for i, name in enumerate(label_names)},
+        attn_implementation=hardware.attn_implementation,
+    )
+
+
+def training_arguments(cfg: RunConfig, output_dir: str | Path, hardware: Hardware,
+                       ) -> TrainingArguments:
+    """Map RunConfig onto TrainingArguments (the performance defaults live here)."""
+    evaluating = cfg.eval_strategy != "no"
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.eval_batch_size,
+        gradient_accumulation_steps=cfg.grad_accum_steps,
+        learning_rate=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm,
+        optim="adamw_torch_fused" if hardware.device == "cuda" else "adamw_torch",
+        bf16=hardware.bf16,
+        fp16=hardware.fp16,
+        tf32=True if hardware.device == "cuda" else None,
+        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
+        eval_strategy=cfg.eval_strategy,
+        eval_steps=cfg.eval_steps if cfg.eval_strategy == "steps" else None,
+        save_strategy=cfg.eval_strategy if evaluating else "epoch",
+        save_steps=cfg.eval_steps if cfg.eval_strategy == "steps" else None,
+        save_total_limit=cfg.save_total_limit,
+        load_best_model_at_end=evaluating,
+        metric_for_best_model=cfg.metric_for_best if evaluating else None,
+        greater_is_better=cfg.metric_for_best != "loss",
+        logging_strategy="steps",
+        logging_steps=cfg.logging_steps,
+        logging_first_step=True,
+        include_num_input_tokens_seen="non_padding",
+        seed=cfg.seed,
+        full_determinism=cfg.deterministic,
+        report_to="none",
+        disable_tqdm=True,  # the live plot is the progress display
+        dataloader_num_workers=0,
+        dataloader_pin_memory=hardware.device == "cuda",
+    )
+
+
+class WorkbenchTrainer(Trainer):
+    """Trainer whose scheduler is `sftlib.schedules` and whose checkpoints hold the config."""
+
+    def __init__(self, *args: Any, run_config: RunConfig, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.run_config = run_config
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        if self.lr_scheduler is None:
+            self.lr_scheduler = schedules.make_scheduler(
+                optimizer or self.optimizer, self.run_config, num_training_steps)
+            self._created_lr_scheduler = True
+        return self.lr_scheduler
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        if self.args.should_save:  # rank 0 only
+            folder = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
+            if folder.is_dir():
+                self.run_config.save(folder / CONFIG_FILENAME)
+
+
+def build_trainer(cfg: RunConfig, model, tokenizer: PreTrainedTokenizerBase,
+                  tokenized: datasets.DatasetDict, output_dir: str | Path, hardware: Hardware,
+                  callbacks: list[TrainerCallback] | None = None) -> WorkbenchTrainer:
+    callbacks = list(callbacks or [])
+    if cfg.early_stopping_patience:
+        callbacks.append(EarlyStoppingCallback(cfg.early_stopping_patience))
+    columns = ["input_ids", "attention_mask", "label"]
+    if "token_type_ids" in tokenized["train"].column_names:
+        columns.append("token_type_ids")
+    return WorkbenchTrainer(
+        model=model,
+        args=training_arguments(cfg, output_dir, hardware),
+        train_dataset=tokenized["train"].select_columns(columns),
+        eval_dataset=tokenized["validation"].select_columns(columns),
+        processing_class=tokenizer,
+        data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8
+                                              if hardware.device == "cuda" else None),
+        compute_metrics=compute_metrics,
+        callbacks=callbacks,
+        run_config=cfg,
+    )
+
+
+def resume_checkpoint(output_dir: str | Path, resume: bool) -> str | None:
+    """The last checkpoint to resume from, or None; refuses to resume a different config."""
+    if not resume:
+        return None
+    folder = Path(output_dir)
+    last = get_last_checkpoint(str(folder)) if folder.is_dir() else None
+    if last is None:
+        raise FileNotFoundError(f"--resume: no checkpoint-* folder in {folder}")
+    return last
+
+
+def check_resume_config(checkpoint: str | None, cfg: RunConfig) -> None:
+    """A resumed run must continue the same config (output_dir aside)."""
+    if checkpoint is None:
+        return
+    saved_path = Path(checkpoint) / CONFIG_FILENAME
+    if not saved_path.is_file():
+        return
+    saved = json.loads(saved_path.read_text())
+    differing = {k: (saved.get(k), v) for k, v in cfg.to_dict().items()
+                 if k != "output_dir" and saved.get(k) != v}
+    if differing:
+        raise ValueError(f"--resume: {checkpoint} was written with a different config "
+                         f"(key: (saved, now)) {differing}; resume with the same settings")
+
+
+def save_final(trainer: Trainer, cfg: RunConfig, folder: str | Path) -> Path:
+    """Model + tokenizer + RunConfig in one folder that `from_pretrained` loads."""
+    folder = Path(folder)
+    trainer.save_model(str(folder))
+    if trainer.args.should_save:
+        cfg.save(folder / CONFIG_FILENAME)
+    return folder
+
+
+# one call per stage: what notebook 03 and `sftlib train` both use ---------------------
+
+@dataclass
+class TrainingRun:
+    """Everything a training stage built, kept together for the notebook to inspect."""
+
+    cfg: RunConfig
+    hardware: Hardware
+    dataset: datasets.DatasetDict
+    tokenizer: PreTrainedTokenizerBase
+    tokenized: datasets.DatasetDict
+    max_length: int
+    trainer: WorkbenchTrainer
+    live: Any  # sftlib.live.LivePlotCallback
+
+    @property
+    def total_steps(self) -> int:
+        return planned_steps(self.cfg, len(self.tokenized["train"]), self.trainer.args.world_size)
+
+
+def planned_steps(cfg: RunConfig, train_rows: int, world_size: int = 1) -> int:
+    """Optimizer steps the run will take (what the schedule spans)."""
+    if cfg.max_steps > 0:
+        return cfg.max_steps
+    per_step = cfg.batch_size * world_size
+    batches = -(-train_rows // per_step)
+    return max(1, int(np.ceil(batches / cfg.grad_accum_steps * cfg.epochs)))
+
+
+def prepare_training(cfg: RunConfig, output_dir: str | Path, notebook: bool | None = None,
+                     log_fn=print) -> TrainingRun:
+    """Data, tokenizer, model and Trainer with the live-plot callback, ready to `.train()`."""
+    from sftlib import data, tokens
+    from sftlib.live import LivePlotCallback
+
+    output_dir = Path(output_dir)
+    hardware = detect_hardware(cfg.precision)
+    log_fn(f"[train] {hardware.describe()}")
+    dataset = data.load_from_config(cfg)
+    tokenizer = tokens.load_tokenizer(cfg.model)
+    max_length = tokens.resolve_max_length(cfg.max_length, tokenizer, dataset)
+    tokenized = tokens.tokenize_splits(dataset, tokenizer, max_length)
+    model = build_model(cfg, data.label_names(dataset), hardware)
+    live = LivePlotCallback(output_dir / "metrics.jsonl", output_dir / "figures" / "training.png",
+                            interval_s=cfg.plot_interval_s,
+                            metric=cfg.metric_for_best if cfg.metric_for_best != "loss"
+                            else "accuracy", notebook=notebook, print_fn=log_fn)
+    trainer = build_trainer(cfg, model, tokenizer, tokenized, output_dir / "checkpoints",
+                            hardware, callbacks=[live])
+    return TrainingRun(cfg, hardware, dataset, tokenizer, tokenized, max_length, trainer, live)
+
+
+def evaluate_splits(run: TrainingRun, splits: tuple[str, ...] = ("validation", "test"),
+                    ) -> dict[str, dict[str, float]]:
+    """Loss, accuracy and macro-F1 of the (best) model on each split."""
+    results = {}
+    columns = run.trainer.train_dataset.column_names
+    for split in splits:
+        scores = run.trainer.evaluate(run.tokenized[split].select_columns(columns),
+                                      metric_key_prefix=split)
+        results[split] = {key.removeprefix(f"{split}_"): value for key, value in scores.items()
+                          if key.removeprefix(f"{split}_") in ("loss", "accuracy", "f1")}
+    return results
+
+
+def training_summary(run: TrainingRun, train_output) -> dict[str, Any]:
+    """What metrics.json records about the training itself."""
+    metrics = train_output.metrics
+    return {
+        "steps": run.trainer.state.global_step,
+        "epochs": round(run.trainer.state.epoch or 0, 3),
+        "runtime_s": round(metrics.get("train_runtime", 0.0), 1),
+        "samples_per_s": round(metrics.get("train_samples_per_second", 0.0), 2),
+        "final_train_loss": round(metrics.get("train_loss", float("nan")), 4),
+        "max_length": run.max_length,
+        "best_checkpoint": run.trainer.state.best_model_checkpoint,
+        "hardware": run.hardware.describe(),
+        "plot_share_of_training": round(run.live.plot_share, 4),
+        "plot_redraws": run.live.redraws,
+    }
