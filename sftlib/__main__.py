@@ -93,7 +93,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     report = Report(cfg.output_dir)
     checkpoint = train.resume_checkpoint(report.dir / "checkpoints", args.resume)
     train.check_resume_config(checkpoint, cfg)
-    run = train.prepare_training(cfg, report.dir, notebook=False)
+    run = train.prepare_training(cfg, report.dir, notebook=False, resume=args.resume)
     output = run.trainer.train(resume_from_checkpoint=checkpoint)
     scores = train.evaluate_splits(run)
     train.save_final(run.trainer, cfg, report.model_dir)

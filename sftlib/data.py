@@ -228,11 +228,17 @@ def load_frames(spec: str, text_column: str = "text", label_column: str = "label
         return hash_split(dedupe(frame)), names
     if spec in assets.ASSETS:
         raise DataError(f"asset {spec!r} is a {assets.get_asset(spec).kind}, not a dataset")
-    if "/" not in spec and ":" not in spec and dataset_config is None and (
-            spec.startswith((".", "~")) or "." in Path(spec).name):
+    if _looks_like_path(spec):
         raise DataError(f"{spec}: no such file or folder (and not a dataset asset: "
                         f"{', '.join(n for n, a in assets.ASSETS.items() if a.kind == 'dataset')})")
     return _load_hub(spec, text_column, label_column, dataset_config)
+
+
+def _looks_like_path(spec: str) -> bool:
+    """A spec meant as a local path (so a typo is reported as such, not sent to the hub)."""
+    suffixes = Path(spec).suffixes
+    return spec.startswith((".", "/", "~")) or bool(
+        suffixes and suffixes[-1] in (*FILE_READERS, ".bz2", ".gz"))
 
 
 def _load_folder(folder: Path, text_column: str, label_column: str) -> dict[str, pd.DataFrame]:

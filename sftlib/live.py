@@ -29,6 +29,7 @@ import pandas as pd
 from transformers import TrainerCallback
 
 SMOOTHING = 0.9  # EMA weight for the smoothed loss
+MAX_PLOT_SHARE = 0.015  # redraws cost at most this share of wall time (target: < 2%)
 
 
 def in_notebook() -> bool:
@@ -119,18 +120,27 @@ class LivePlotCallback(TrainerCallback):
         self._handle = None
         self._fig: plt.Figure | None = None
         self._last_draw = 0.0
+        self._next_draw_gap = interval_s
         self._start = 0.0
-        self._last_log: tuple[float, int, int] | None = None
+        self._step_began = 0.0
+        self._step_seconds = 0.0  # pure training time since the last log (no eval, no plots)
+        self._last_log: tuple[int, int] | None = None
 
     # Trainer events -------------------------------------------------------------------
     def on_train_begin(self, args, state, control, **kwargs):
         self._start = time.perf_counter()
-        self._last_log = (self._start, state.global_step, state.num_input_tokens_seen or 0)
+        self._last_log = (state.global_step, state.num_input_tokens_seen or 0)
         if state.is_world_process_zero:
             self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
-            self.metrics_path.touch()  # appended to: a resumed run continues the same file
+            self._keep_records_up_to(state.global_step)
             self._samples_per_step = (args.per_device_train_batch_size
                                       * args.gradient_accumulation_steps * args.world_size)
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._step_began = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self._step_seconds += time.perf_counter() - self._step_began
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
@@ -139,19 +149,20 @@ class LivePlotCallback(TrainerCallback):
         record = {"step": state.global_step, "epoch": state.epoch,
                   "time_s": round(now - self._start, 3), **logs}
         if "loss" in logs and self._last_log is not None:
-            last_time, last_step, last_tokens = self._last_log
-            elapsed = max(now - last_time, 1e-9)
+            last_step, last_tokens = self._last_log
             steps = state.global_step - last_step
-            if steps > 0:
-                record["samples_per_s"] = steps * self._samples_per_step / elapsed
+            if steps > 0 and self._step_seconds > 0:
+                # throughput over training steps only: evaluation and redraws excluded
+                record["samples_per_s"] = steps * self._samples_per_step / self._step_seconds
                 tokens = (state.num_input_tokens_seen or 0) - last_tokens
-                record["tokens_per_s"] = tokens / elapsed if tokens > 0 else None
-            self._last_log = (now, state.global_step, state.num_input_tokens_seen or 0)
+                record["tokens_per_s"] = tokens / self._step_seconds if tokens > 0 else None
+            self._last_log = (state.global_step, state.num_input_tokens_seen or 0)
+            self._step_seconds = 0.0
         self.records.append(record)
         with open(self.metrics_path, "a") as handle:
             handle.write(json.dumps(record) + "\n")
         if self.notebook:
-            if now - self._last_draw >= self.interval_s:
+            if now - self._last_draw >= self._next_draw_gap:
                 self._redraw()
         else:
             self.print_fn(_text_line(record, self.metric))
@@ -166,6 +177,17 @@ class LivePlotCallback(TrainerCallback):
             fig = self._fig or draw_panels({"run": self.frame()}, self.metric)
             self.figure_path.parent.mkdir(parents=True, exist_ok=True)
             fig.savefig(self.figure_path, dpi=110)
+
+    def _keep_records_up_to(self, step: int) -> None:
+        """A resumed run continues the log from its checkpoint's step: records a killed
+        process wrote after that step are dropped (they are about to be redone)."""
+        if not self.metrics_path.is_file() or step == 0:
+            self.metrics_path.write_text("")
+            return
+        kept = [line for line in self.metrics_path.read_text().splitlines()
+                if line.strip() and json.loads(line)["step"] <= step]
+        self.metrics_path.write_text("".join(line + "\n" for line in kept))
+        self.records = [json.loads(line) for line in kept]
 
     # drawing ----------------------------------------------------------------------------
     def frame(self) -> pd.DataFrame:
@@ -185,6 +207,8 @@ class LivePlotCallback(TrainerCallback):
         finished = time.perf_counter()
         self.plot_seconds += finished - began
         self._last_draw = finished
+        # wait long enough that drawing stays under MAX_PLOT_SHARE of the wall time
+        self._next_draw_gap = max(self.interval_s, (finished - began) / MAX_PLOT_SHARE)
 
     @property
     def plot_share(self) -> float:

@@ -16,6 +16,7 @@ Not supported: parallel notebook execution, remote kernels, notebook caching bet
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import subprocess
@@ -34,6 +35,17 @@ NOTEBOOKS = ("01_data_inspection", "02_tokenization", "03_fine_tuning", "04_erro
              "05_deployment")
 PACKAGES = ("torch", "transformers", "datasets", "accelerate", "tokenizers", "scikit-learn",
             "pandas", "numpy", "matplotlib", "papermill", "nbconvert", "ipykernel")
+
+
+class _DropUnknownParameterWarnings(logging.Filter):
+    """Papermill warns for RunConfig keys a notebook's parameter cell does not list; every
+    key was validated by RunConfig already, and the notebook reads them all."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Passed unknown parameter")
+
+
+logging.getLogger("papermill").addFilter(_DropUnknownParameterWarnings())
 
 
 class PipelineError(RuntimeError):

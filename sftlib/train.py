@@ -38,7 +38,6 @@ from transformers import (
     TrainingArguments,
     set_seed,
 )
-from transformers.trainer_utils import get_last_checkpoint
 
 from sftlib import assets, schedules
 from sftlib.config import RunConfig
@@ -187,15 +186,42 @@ def build_trainer(cfg: RunConfig, model, tokenizer: PreTrainedTokenizerBase,
     )
 
 
-def resume_checkpoint(output_dir: str | Path, resume: bool) -> str | None:
-    """The last checkpoint to resume from, or None; refuses to resume a different config."""
+def complete_checkpoints(folder: str | Path) -> list[Path]:
+    """checkpoint-<step> folders that finished writing (trainer state and config present),
+    newest first: a process killed mid-save leaves an incomplete one, which is skipped."""
+    folder = Path(folder)
+    found = [p for p in folder.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()
+             and (p / "trainer_state.json").is_file() and (p / CONFIG_FILENAME).is_file()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[-1]), reverse=True)
+
+
+def resume_checkpoint(checkpoint_dir: str | Path, resume: bool) -> str | None:
+    """The last complete checkpoint to resume from, or None when not resuming."""
     if not resume:
         return None
-    folder = Path(output_dir)
-    last = get_last_checkpoint(str(folder)) if folder.is_dir() else None
-    if last is None:
-        raise FileNotFoundError(f"--resume: no checkpoint-* folder in {folder}")
-    return last
+    found = complete_checkpoints(checkpoint_dir)
+    if not found:
+        raise FileNotFoundError(f"--resume: no complete checkpoint-* folder in {checkpoint_dir}")
+    return str(found[0])
+
+
+def archive_previous_run(output_dir: str | Path, log_fn=print) -> Path | None:
+    """A fresh (not resumed) run in a folder that already holds training outputs moves
+    them to previous-<time>/ and says so: nothing is overwritten silently."""
+    from datetime import datetime
+
+    output_dir = Path(output_dir)
+    existing = [output_dir / name for name in ("checkpoints", "metrics.jsonl", "model")
+                if (output_dir / name).exists()]
+    if not existing:
+        return None
+    archive = output_dir / f"previous-{datetime.now().strftime('%Y%m%d-%H%M%S-%f')}"
+    archive.mkdir(parents=True)
+    for path in existing:
+        path.rename(archive / path.name)
+    log_fn(f"[train] {output_dir} held an earlier run; moved "
+           f"{', '.join(p.name for p in existing)} to {archive}")
+    return archive
 
 
 def check_resume_config(checkpoint: str | None, cfg: RunConfig) -> None:
@@ -242,6 +268,10 @@ class TrainingRun:
         return planned_steps(self.cfg, len(self.tokenized["train"]), self.trainer.args.world_size)
 
 
+def _is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def planned_steps(cfg: RunConfig, train_rows: int, world_size: int = 1) -> int:
     """Optimizer steps the run will take (what the schedule spans)."""
     if cfg.max_steps > 0:
@@ -252,12 +282,17 @@ def planned_steps(cfg: RunConfig, train_rows: int, world_size: int = 1) -> int:
 
 
 def prepare_training(cfg: RunConfig, output_dir: str | Path, notebook: bool | None = None,
-                     log_fn=print) -> TrainingRun:
-    """Data, tokenizer, model and Trainer with the live-plot callback, ready to `.train()`."""
+                     log_fn=print, resume: bool = False) -> TrainingRun:
+    """Data, tokenizer, model and Trainer with the live-plot callback, ready to `.train()`.
+
+    Unless `resume`, earlier training outputs in `output_dir` are archived first.
+    """
     from sftlib import data, tokens
     from sftlib.live import LivePlotCallback
 
     output_dir = Path(output_dir)
+    if not resume and _is_main_process():
+        archive_previous_run(output_dir, log_fn)
     hardware = detect_hardware(cfg.precision)
     log_fn(f"[train] {hardware.describe()}")
     dataset = data.load_from_config(cfg)

@@ -1,0 +1,53 @@
+"""Shared fixtures: hermetic Jupyter folders, tiny configs, one tiny pipeline run."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+# Tiny settings: a few training steps on a small stratified subset (seconds, not minutes).
+TINY = {"train_subset": 160, "eval_subset": 64, "max_steps": 8, "batch_size": 16,
+        "eval_batch_size": 64, "logging_steps": 2, "eval_strategy": "steps", "eval_steps": 4,
+        "plot_interval_s": 0.0, "max_length": 64}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def hermetic_jupyter(tmp_path_factory):
+    """Jupyter / IPython / matplotlib state in temp folders, never the user's."""
+    base = tmp_path_factory.mktemp("jupyter-home")
+    for var in ("JUPYTER_DATA_DIR", "JUPYTER_CONFIG_DIR", "JUPYTER_RUNTIME_DIR", "IPYTHONDIR",
+                "MPLCONFIGDIR"):
+        folder = base / var.lower()
+        folder.mkdir()
+        os.environ[var] = str(folder)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    yield
+
+
+@pytest.fixture(scope="session")
+def tiny_config():
+    from sftlib.config import RunConfig
+
+    return RunConfig(**TINY)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, tiny_config):
+    """The whole notebook pipeline once, on tiny settings; tests read its report."""
+    from sftlib.pipeline import run_pipeline
+
+    reports = tmp_path_factory.mktemp("reports")
+    return run_pipeline(tiny_config, reports_root=reports, log=lambda _msg: None)
+
+
+def write_csv(path: Path, rows: list[tuple[str, object]], text="text", label="label") -> Path:
+    import pandas as pd
+
+    pd.DataFrame(rows, columns=[text, label]).to_csv(path, index=False)
+    return path

@@ -1,0 +1,76 @@
+import subprocess
+import sys
+
+import pytest
+
+from sftlib.config import ConfigError, RunConfig, load_config, parse_overrides
+
+
+def test_defaults_are_valid_and_round_trip():
+    cfg = RunConfig()
+    assert RunConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_unknown_key_names_key_and_allowed_keys():
+    with pytest.raises(ConfigError) as error:
+        RunConfig.from_dict({"learning_rate": 1e-4})
+    message = str(error.value)
+    assert "learning_rate" in message and "lr" in message and "allowed keys" in message
+
+
+@pytest.mark.parametrize("values, fragment", [
+    ({"lr": "fast"}, "lr: expected float"),
+    ({"batch_size": 2.5}, "batch_size: expected int"),
+    ({"group_by_length": "yes"}, "group_by_length: expected bool"),
+    ({"batch_size": True}, "batch_size: expected int, got bool"),
+    ({"batch_size": 0}, "batch_size: must be >= 1"),
+    ({"lr": 0}, "lr: must be > 0"),
+    ({"schedule": "step"}, "schedule: 'step' is not one of"),
+    ({"max_length": "long"}, "max_length: an integer >= 8 or 'auto'"),
+    ({"max_length": 4}, "max_length: must be between 8"),
+    ({"final_lr": 1.0}, "final_lr: 1.0 is above the peak lr"),
+    ({"schedule": "exponential"}, "needs gamma, or final_lr > 0"),
+    ({"gamma": 1.5}, "gamma: the exponential decay factor must be in (0, 1]"),
+    ({"early_stopping_patience": 2, "eval_strategy": "no"}, "early_stopping_patience needs"),
+    ({"precision": "int4"}, "precision: 'int4' is not one of"),
+    ({"max_steps": 0}, "max_steps: -1 (use epochs) or a positive count"),
+    ({"task": "instruction"}, "task: 'instruction'"),
+])
+def test_impossible_values_are_one_clear_error(values, fragment):
+    with pytest.raises(ConfigError) as error:
+        RunConfig.from_dict(values)
+    assert fragment in str(error.value)
+
+
+def test_numbers_are_widened_but_not_invented():
+    cfg = RunConfig.from_dict({"lr": 1, "epochs": 3, "max_length": "auto", "gamma": None})
+    assert cfg.lr == 1.0 and isinstance(cfg.lr, float) and cfg.epochs == 3.0
+    assert RunConfig.from_dict({"lr": "3e-5"}).lr == 3e-5  # YAML reads 3e-5 as a string
+
+
+def test_yaml_then_overrides(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("lr: 3.0e-5\nepochs: 1\nschedule: cosine\n")
+    cfg = load_config(path, ["epochs=2", "train_subset=100", "eval_subset=null"])
+    assert (cfg.lr, cfg.epochs, cfg.schedule, cfg.train_subset, cfg.eval_subset) == \
+        (3e-5, 2.0, "cosine", 100, None)
+
+
+def test_bad_yaml_and_overrides(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+    (tmp_path / "list.yaml").write_text("- lr\n")
+    with pytest.raises(ConfigError, match="must hold a mapping"):
+        load_config(tmp_path / "list.yaml")
+    with pytest.raises(ConfigError, match="not of the form key=value"):
+        parse_overrides(["lr"])
+
+
+def test_cli_reports_config_errors_with_exit_2():
+    result = subprocess.run([sys.executable, "-m", "sftlib", "config", "--set", "lr=fast"],
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "config error: lr: expected float" in result.stderr
+    ok = subprocess.run([sys.executable, "-m", "sftlib", "config", "--set", "lr=2e-5"],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0 and '"lr": 2e-05' in ok.stdout
