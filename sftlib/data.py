@@ -224,6 +224,9 @@ def load_frames(spec: str, text_column: str = "text", label_column: str = "label
     if path.is_dir():
         return _load_folder(path, text_column, label_column), None
     if spec == "rotten-tomatoes":
+        if (text_column, label_column) != ("text", "label"):
+            raise DataError(f"asset {spec!r} has a fixed schema; text_column / label_column "
+                            "apply to files, folders and hub datasets only")
         frame, names = load_rotten_tomatoes()
         return hash_split(dedupe(frame)), names
     if spec in assets.ASSETS:

@@ -107,9 +107,14 @@ def test_failing_notebook_names_notebook_and_cell_and_keeps_report(tmp_path):
 
 
 def test_bad_input_fails_before_any_notebook(tmp_path):
+    csv = tmp_path / "reviews.csv"
+    csv.write_text("text,label\ngood,1\nbad,0\n")
+    reports = tmp_path / "reports"
     with pytest.raises(Exception, match="no column 'stars'"):
-        run_pipeline(RunConfig(label_column="stars"), reports_root=tmp_path)
-    assert not any(tmp_path.iterdir())
+        run_pipeline(RunConfig(dataset=str(csv), label_column="stars"), reports_root=reports)
+    with pytest.raises(Exception, match="fixed schema"):
+        run_pipeline(RunConfig(label_column="stars"), reports_root=reports)
+    assert not reports.exists() or not any(reports.iterdir())
 
 
 def test_unknown_notebook_name():
