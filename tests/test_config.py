@@ -74,3 +74,11 @@ def test_cli_reports_config_errors_with_exit_2():
     ok = subprocess.run([sys.executable, "-m", "sftlib", "config", "--set", "lr=2e-5"],
                         capture_output=True, text=True)
     assert ok.returncode == 0 and '"lr": 2e-05' in ok.stdout
+
+
+def test_shipped_configs_are_valid():
+    from pathlib import Path
+
+    for path in sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")):
+        load_config(path)
+    assert load_config(Path(__file__).parents[1] / "configs" / "default.yaml") == RunConfig()
