@@ -219,8 +219,15 @@ class LivePlotCallback(TrainerCallback):
 def _text_line(record: dict[str, Any], metric: str) -> str:
     parts = [f"step {record['step']:>5}", f"epoch {record.get('epoch') or 0:.2f}"]
     for key, fmt in (("loss", "loss {:.4f}"), ("learning_rate", "lr {:.2e}"),
-                     ("grad_norm", "grad {:.2f}"), ("samples_per_s", "{:.1f} samples/s"),
-                     ("eval_loss", "eval_loss {:.4f}"), (f"eval_{metric}", metric + " {:.4f}")):
+                     ("grad_norm", "grad {:.2f}"), ("samples_per_s", "{:.1f} samples/s")):
         if record.get(key) is not None:
             parts.append(fmt.format(record[key]))
+    for prefix in ("eval", "validation", "test"):  # Trainer's evaluate(metric_key_prefix=...)
+        if record.get(f"{prefix}_loss") is not None:
+            parts.append(f"{prefix}_loss {record[f'{prefix}_loss']:.4f}")
+        if record.get(f"{prefix}_{metric}") is not None:
+            name = metric if prefix == "eval" else f"{prefix}_{metric}"
+            parts.append(f"{name} {record[f'{prefix}_{metric}']:.4f}")
+    if record.get("train_runtime") is not None:
+        parts.append(f"training done in {record['train_runtime']:.0f} s")
     return " | ".join(parts)

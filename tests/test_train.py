@@ -1,0 +1,113 @@
+"""Training engine: kill-and-resume equals an uninterrupted run; torchrun with 2 processes."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sftlib import train
+from sftlib.config import RunConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = {"train_subset": 160, "eval_subset": 64, "max_steps": 16, "batch_size": 8,
+         "eval_strategy": "steps", "eval_steps": 4, "logging_steps": 2, "max_length": 64}
+
+
+def _train_cmd(output_dir, **overrides):
+    settings = {**SMOKE, **overrides}
+    args = [arg for key, value in settings.items() for arg in ("--set", f"{key}={value}")]
+    return [sys.executable, "-m", "sftlib", "train", *args, "--output-dir", str(output_dir)]
+
+
+def _metrics(folder):
+    return json.loads((Path(folder) / "metrics.json").read_text())
+
+
+def test_planned_steps():
+    cfg = RunConfig(batch_size=16, epochs=3, grad_accum_steps=2)
+    assert train.planned_steps(cfg, 100) == 12  # ceil(100/16)=7 batches, /2 per step, x3
+    assert train.planned_steps(cfg, 100, world_size=2) == 6
+    assert train.planned_steps(RunConfig(max_steps=5), 10_000) == 5
+
+
+def test_hardware_is_chosen_and_described():
+    hardware = train.detect_hardware("auto")
+    assert hardware.attn_implementation == "sdpa"
+    assert hardware.device in hardware.describe() and "precision=" in hardware.describe()
+    if hardware.device == "cpu":
+        assert not hardware.bf16
+        with pytest.raises(ValueError, match="fp16 needs a GPU"):
+            train.detect_hardware("fp16")
+
+
+def test_fresh_run_archives_what_an_earlier_run_left(tmp_path):
+    (tmp_path / "checkpoints" / "checkpoint-4").mkdir(parents=True)
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1}\n')
+    archive = train.archive_previous_run(tmp_path, log_fn=lambda _m: None)
+    assert (archive / "checkpoints" / "checkpoint-4").is_dir()
+    assert (archive / "metrics.jsonl").read_text() == '{"step": 1}\n'
+    assert not (tmp_path / "checkpoints").exists()
+    assert train.archive_previous_run(tmp_path, log_fn=lambda _m: None) is None
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_result(tmp_path):
+    full = tmp_path / "full"
+    subprocess.run(_train_cmd(full), check=True, capture_output=True, cwd=ROOT)
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(_train_cmd(killed), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, cwd=ROOT)
+    deadline = time.monotonic() + 300
+    while not train.complete_checkpoints(killed / "checkpoints"):
+        assert process.poll() is None and time.monotonic() < deadline, "no checkpoint written"
+        time.sleep(0.1)
+    process.kill()  # SIGKILL: no chance to clean up, as with a crash or a lost machine
+    process.wait()
+    assert not (killed / "model").exists(), "the run finished before it could be killed"
+    step = int(train.complete_checkpoints(killed / "checkpoints")[0].name.split("-")[1])
+    assert step < SMOKE["max_steps"]
+    saved = json.loads((killed / "checkpoints" / f"checkpoint-{step}" / "run_config.json")
+                       .read_text())
+    assert saved["max_steps"] == SMOKE["max_steps"]  # every checkpoint carries its RunConfig
+
+    subprocess.run(_train_cmd(killed) + ["--resume"], check=True, capture_output=True, cwd=ROOT)
+    resumed, expected = _metrics(killed), _metrics(full)
+    for split in ("validation", "test"):
+        assert resumed[split]["accuracy"] == expected[split]["accuracy"]
+        assert resumed[split]["loss"] == pytest.approx(expected[split]["loss"], rel=1e-4)
+    assert resumed["training"]["steps"] == SMOKE["max_steps"]
+    steps = [r["step"] for r in map(json.loads, (killed / "metrics.jsonl").read_text()
+                                    .splitlines()) if "loss" in r]
+    assert steps == sorted(set(steps)), "each training step is logged once after resuming"
+
+
+@pytest.mark.slow
+def test_resume_refuses_a_changed_config(tmp_path):
+    subprocess.run(_train_cmd(tmp_path, max_steps=4), check=True, capture_output=True, cwd=ROOT)
+    result = subprocess.run(_train_cmd(tmp_path, max_steps=4, lr=0.001) + ["--resume"],
+                            capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 2 and "different config" in result.stderr and "'lr'" in \
+        result.stderr
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_share_the_data_and_rank0_writes(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = _train_cmd(tmp_path, max_steps=4)
+    command[1:3] = ["-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "sftlib"]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = _metrics(tmp_path)
+    # 4 steps x 8 per process x 2 processes = 64 of 160 rows: epoch 0.4 (one process: 0.2)
+    assert metrics["training"]["epochs"] == pytest.approx(0.4)
+    assert 0.0 < metrics["validation"]["loss"] < 1.0  # not scaled by the process count
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text()
+               .splitlines()]
+    train_steps = [r["step"] for r in records if "loss" in r]
+    assert train_steps == sorted(set(train_steps)), "only rank 0 writes the log"
+    assert result.stdout.count('"output_dir"') == 1, "only rank 0 prints the result"
