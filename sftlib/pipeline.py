@@ -131,11 +131,12 @@ def input_hashes(cfg: RunConfig, model_path: str) -> dict[str, object]:
 
 
 def _kernel_env(root: Path) -> dict[str, str]:
-    """Kernels import this checkout's sftlib, whatever is installed."""
+    """Kernels import this checkout's sftlib, whatever is installed, and know they are headless."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    env["SFTLIB_HEADLESS"] = "1"  # sftlib.live.HEADLESS_ENV: static tables, not widgets
     return env
 
 
