@@ -5,6 +5,8 @@
     sftlib assets list [--json] | sftlib assets fetch NAME
     sftlib config [--config FILE] [--set key=value ...]
     sftlib predict --model DIR TEXT... | --file FILE
+    sftlib data inspect [--dataset SPEC --text-column C --label-column C] [--json] [--strict]
+    sftlib tokens inspect [--dataset SPEC --model SPEC --max-length N|auto --batch-size B] [--json]
 
 Every command builds its RunConfig first, so a bad key or value fails before any work.
 Exit codes: 0 success, 1 a run or command failed, 2 bad arguments or config.
@@ -59,7 +61,50 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--file", help="a text file, one text per line")
     predict.add_argument("--batch-size", type=int, default=32)
     predict.add_argument("texts", nargs="*")
+
+    # Inspection: flags override the config's keys; the rest comes from --config / defaults.
+    data_cmd = sub.add_parser("data", help="what is in the data and what is wrong with it")
+    data_sub = data_cmd.add_subparsers(dest="data_command", required=True)
+    data_inspect = data_sub.add_parser("inspect", help="notebook 01's statistics (JSON keys: "
+                                       "docs/inspection.md)")
+    _dataset_args(data_inspect)
+    data_inspect.add_argument("--min-label-share", type=float, default=None,
+                              help="warn when the smallest label is under this share of train "
+                                   "(default 0.10)")
+    data_inspect.add_argument("--strict", action="store_true",
+                              help="exit 1 on leakage or conflicting labels (strict_data)")
+
+    tokens_cmd = sub.add_parser("tokens", help="what the tokenizer does to the data")
+    tokens_sub = tokens_cmd.add_subparsers(dest="tokens_command", required=True)
+    tokens_inspect = tokens_sub.add_parser("inspect", help="notebook 02's statistics (JSON "
+                                           "keys: docs/inspection.md)")
+    _dataset_args(tokens_inspect)
+    tokens_inspect.add_argument("--model", help="asset name, hub id or local folder")
+    tokens_inspect.add_argument("--max-length", type=_int_or_auto, help="an integer or 'auto'")
+    tokens_inspect.add_argument("--batch-size", type=int, help="batch size for padding waste")
     return parser
+
+
+def _int_or_auto(value: str) -> int | str:
+    return value if value == "auto" else int(value)
+
+
+def _dataset_args(parser: argparse.ArgumentParser) -> None:
+    _config_args(parser)
+    parser.add_argument("--dataset", help="asset name, local file or folder, or hub id")
+    parser.add_argument("--dataset-config", help="hub dataset config name")
+    parser.add_argument("--text-column")
+    parser.add_argument("--label-column")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _inspect_config(args: argparse.Namespace, keys: tuple[str, ...]):
+    """The RunConfig from --config / --set, with the command's own flags on top."""
+    cfg = load_config(args.config, args.overrides)
+    flags = {key: getattr(args, key) for key in keys if getattr(args, key, None) is not None}
+    if getattr(args, "strict", False):
+        flags["strict_data"] = True
+    return cfg.replace(**flags) if flags else cfg
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -147,8 +192,60 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+DATASET_KEYS = ("dataset", "dataset_config", "text_column", "label_column")
+
+
+def _print_report(report: dict, as_json: bool, lines: list[str]) -> None:
+    """One JSON object (the inspect functions return JSON-native values), or a few lines."""
+    print(json.dumps(report, indent=2) if as_json else "\n".join(lines))
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from sftlib import data, data_report
+
+    cfg = _inspect_config(args, DATASET_KEYS)
+    dataset = data.load_from_config(cfg)
+    pool = data.load_pool(cfg.dataset, cfg.text_column, cfg.label_column)
+    share = args.min_label_share if args.min_label_share is not None \
+        else data_report.MIN_LABEL_SHARE
+    report = data_report.inspect_data(dataset, pool[0] if pool else None, share)
+    leaks = {f"{p['from']}->{p['to']}": p["normalized_rows"] for p in report["leakage"]["pairs"]}
+    _print_report(report, args.json, [
+        f"rows per split: { {s: v['rows'] for s, v in report['splits'].items()} }",
+        f"smallest label: {report['labels']['smallest']}",
+        f"leaked rows (normalized): {leaks}",
+        f"texts with conflicting labels: {report['conflicting_labels']['texts']}",
+        *[f"FINDING: {f}" for f in report["findings"]],
+        *[f"warning: {w}" for w in report["warnings"]]])
+    if cfg.strict_data and report["findings"]:
+        print("sftlib: strict_data: " + "; ".join(report["findings"]), file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_tokens(args: argparse.Namespace) -> int:
+    from sftlib import data, tokens
+
+    cfg = _inspect_config(args, (*DATASET_KEYS, "model", "max_length", "batch_size"))
+    tokenizer = tokens.load_tokenizer(cfg.model)
+    report = tokens.inspect_tokens(data.load_from_config(cfg), tokenizer, cfg.max_length,
+                                   cfg.batch_size, seed=cfg.seed)
+    train = report["truncation"].get("train", {})
+    waste = report["padding_waste"]["schemes"]
+    _print_report(report, args.json, [
+        f"tokenizer: {report['tokenizer']['class']}, vocabulary "
+        f"{report['tokenizer']['vocab_size']:,}",
+        f"max_length {report['max_length']} (suggested {report['suggested_max_length']}); "
+        f"train truncated: {train.get('truncated_share', 0):.2%} of examples, "
+        f"{train.get('tokens_lost_share', 0):.2%} of tokens",
+        f"UNK rate (train): {report['unk']['per_split'].get('train', {}).get('unk_rate', 0):.4%}",
+        *[f"padding {name}: {row['pad_share']:.1%} pad, compute x{row['compute_ratio']:.3f}"
+          for name, row in waste.items()]])
+    return 0
+
+
 COMMANDS = {"run": cmd_run, "train": cmd_train, "assets": cmd_assets, "config": cmd_config,
-            "predict": cmd_predict}
+            "predict": cmd_predict, "data": cmd_data, "tokens": cmd_tokens}
 
 
 def main(argv: list[str] | None = None) -> int:

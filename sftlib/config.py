@@ -49,6 +49,7 @@ class RunConfig:
     label_column: str = "label"  # column holding the gold label
     train_subset: int | None = None  # first N rows of a stratified shuffle of train: quick runs
     eval_subset: int | None = None  # the same for validation and test
+    strict_data: bool = False  # leakage / conflicting labels: True stops the run, False warns
 
     # --- tokenization
     max_length: int | str = 128  # the data's p99 is 55 MiniLM tokens; "auto" picks from the data

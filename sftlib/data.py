@@ -213,22 +213,36 @@ def _complete_splits(frames: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]
     return {**present, **carved}
 
 
+def load_pool(spec: str, text_column: str = "text", label_column: str = "label",
+              ) -> tuple[pd.DataFrame, list[str] | None] | None:
+    """The rows of a single-pool source (a file or the asset) before dedupe and splitting,
+    with known label names; None for sources that come with splits (folders, hub).
+
+    Inspection reads it because `dedupe` silently keeps the first of a set of duplicates,
+    so conflicting labels in the pool never reach the splits.
+    """
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return select_columns(read_table(path), text_column, label_column, str(path)), None
+    if spec == "rotten-tomatoes" and not path.is_dir():
+        if (text_column, label_column) != ("text", "label"):
+            raise DataError(f"asset {spec!r} has a fixed schema; text_column / label_column "
+                            "apply to files, folders and hub datasets only")
+        return load_rotten_tomatoes()
+    return None
+
+
 def load_frames(spec: str, text_column: str = "text", label_column: str = "label",
                 dataset_config: str | None = None,
                 ) -> tuple[dict[str, pd.DataFrame], list[str] | None]:
     """Any dataset spec -> pandas frames per split (text, label) and known label names."""
+    pool = load_pool(spec, text_column, label_column)
+    if pool is not None:
+        frame, names = pool
+        return hash_split(dedupe(frame)), names
     path = Path(spec).expanduser()
-    if path.is_file():
-        frame = select_columns(read_table(path), text_column, label_column, str(path))
-        return hash_split(dedupe(frame)), None
     if path.is_dir():
         return _load_folder(path, text_column, label_column), None
-    if spec == "rotten-tomatoes":
-        if (text_column, label_column) != ("text", "label"):
-            raise DataError(f"asset {spec!r} has a fixed schema; text_column / label_column "
-                            "apply to files, folders and hub datasets only")
-        frame, names = load_rotten_tomatoes()
-        return hash_split(dedupe(frame)), names
     if spec in assets.ASSETS:
         raise DataError(f"asset {spec!r} is a {assets.get_asset(spec).kind}, not a dataset")
     if _looks_like_path(spec):
@@ -303,68 +317,99 @@ def load_from_config(cfg: Any) -> datasets.DatasetDict:
 
 
 # inspection (notebook 01) -----------------------------------------------------------------
+# These take a DatasetDict or a `rows_frame`; deeper statistics are in sftlib.data_report.
+
+Source = datasets.DatasetDict | dict[str, pd.DataFrame] | pd.DataFrame
+
 
 def label_names(dd: datasets.DatasetDict) -> list[str]:
     return dd["train"].features["label"].names
 
 
-def split_summary(dd: datasets.DatasetDict) -> pd.DataFrame:
+def rows_frame(source: Source) -> pd.DataFrame:
+    """One row per example: `split`, `text` and, when the data has labels, `label` as a
+    categorical of label names (ClassLabel order, so labels with no rows still show).
+
+    Accepts a DatasetDict, a dict of per-split DataFrames, or one DataFrame (with a
+    `split` column, else all rows count as split "all"). Instruction data without labels
+    works: the frame then has no `label` column.
+    """
+    if isinstance(source, pd.DataFrame):
+        frame = source.copy()
+        if "split" not in frame:
+            frame.insert(0, "split", "all")
+        if "label" in frame and not isinstance(frame["label"].dtype, pd.CategoricalDtype):
+            frame["label"] = pd.Categorical(frame["label"].astype(str))
+        return frame.reset_index(drop=True)
+    parts, names = [], None
+    for split, part in source.items():
+        if isinstance(part, datasets.Dataset):
+            feature = part.features.get("label")
+            names = feature.names if isinstance(feature, datasets.ClassLabel) else names
+            part = part.to_pandas()
+        parts.append(part.assign(split=split))
+    frame = pd.concat(parts, ignore_index=True)
+    frame = frame[["split", *[c for c in frame.columns if c != "split"]]]
+    if "label" in frame and names is not None:
+        frame["label"] = pd.Categorical.from_codes(frame["label"].astype(int), names)
+    return rows_frame(frame)
+
+
+def split_summary(source: Source) -> pd.DataFrame:
     """Rows per split with their share of the whole."""
-    counts = pd.Series({split: len(ds) for split, ds in dd.items()}, name="rows")
-    return pd.DataFrame({"rows": counts, "share": (counts / counts.sum()).round(4)})
+    counts = rows_frame(source)["split"].value_counts(sort=False).rename("rows")
+    return pd.DataFrame({"rows": counts, "share": (counts / counts.sum()).round(4)}) \
+        .rename_axis("split")
 
 
-def label_balance(dd: datasets.DatasetDict) -> pd.DataFrame:
-    """Count and share of each label (rows) in each split (columns)."""
-    names = label_names(dd)
-    table = {}
-    for split, ds in dd.items():
-        counts = pd.Series(ds["label"]).value_counts().reindex(range(len(names)), fill_value=0)
-        table[(split, "count")] = counts.values
-        table[(split, "share")] = (counts / max(len(ds), 1)).round(4).values
-    return pd.DataFrame(table, index=pd.Index(names, name="label"))
+def label_balance(source: Source) -> pd.DataFrame:
+    """Count and share of each label (rows) in each split (columns); empty without labels."""
+    rows = rows_frame(source)
+    if "label" not in rows:
+        return pd.DataFrame()
+    counts = pd.crosstab(rows["label"], rows["split"], dropna=False)[rows["split"].unique()]
+    shares = (counts / counts.sum().clip(lower=1)).round(4)
+    table = pd.concat({"count": counts, "share": shares}, axis=1).swaplevel(axis=1)
+    return table[[(s, k) for s in counts.columns for k in ("count", "share")]] \
+        .rename_axis("label").rename_axis([None, None], axis=1)
 
 
-def length_frame(dd: datasets.DatasetDict) -> pd.DataFrame:
-    """One row per example: split, label name, length in characters and words."""
-    names = label_names(dd)
-    rows = []
-    for split, ds in dd.items():
-        frame = ds.to_pandas()
-        rows.append(pd.DataFrame({
-            "split": split,
-            "label": [names[i] for i in frame["label"]],
-            "chars": frame["text"].str.len(),
-            "words": frame["text"].str.split().str.len().fillna(0).astype(int),
-        }))
-    return pd.concat(rows, ignore_index=True)
+def length_frame(source: Source) -> pd.DataFrame:
+    """One row per example: split, label name (if labelled), length in characters and words."""
+    rows = rows_frame(source)
+    out = rows[["split", "label"]].copy() if "label" in rows else rows[["split"]].copy()
+    out["chars"] = rows["text"].str.len()
+    out["words"] = rows["text"].str.split().str.len().fillna(0).astype(int)
+    return out
 
 
-def length_stats(dd: datasets.DatasetDict) -> pd.DataFrame:
+def length_stats(source: Source) -> pd.DataFrame:
     """Word-length percentiles per split (rows: split)."""
-    lengths = length_frame(dd)
+    lengths = length_frame(source)
     return lengths.groupby("split", sort=False)["words"].describe(
         percentiles=[0.5, 0.9, 0.99]).round(1)
 
 
-def length_figure(dd: datasets.DatasetDict):
-    """Histogram of words per example, per split and per label."""
+def length_figure(source: Source, unit: str = "words"):
+    """Histogram of text length (`unit`: "words" or "chars") per split and per label."""
     import matplotlib.pyplot as plt
 
-    lengths = length_frame(dd)
+    lengths = length_frame(source)
+    names = {"words": "words", "chars": "characters"}
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
-    bins = np.linspace(0, max(lengths["words"].max(), 1), 40)
+    bins = np.linspace(0, max(lengths[unit].max(), 1), 40)
     for split, group in lengths.groupby("split", sort=False):
-        axes[0].hist(group["words"], bins=bins, density=True, histtype="step", lw=1.5,
+        axes[0].hist(group[unit], bins=bins, density=True, histtype="step", lw=1.5,
                      label=f"{split} (n={len(group)})")
-    for label, group in lengths[lengths["split"] == "train"].groupby("label"):
-        axes[1].hist(group["words"], bins=bins, alpha=0.5, label=f"{label} (n={len(group)})")
-    axes[0].set_title("Text length per split")
-    axes[0].set_ylabel("density")
-    axes[1].set_title("Text length per label (train)")
+    train = lengths[lengths["split"] == "train"]
+    for label, group in train.groupby("label", observed=True) if "label" in train else []:
+        axes[1].hist(group[unit], bins=bins, alpha=0.5, label=f"{label} (n={len(group)})")
+    axes[0].set_title(f"Text length per split ({names[unit]})")
+    axes[0].set_ylabel("density (share of examples per unit of length)")
+    axes[1].set_title(f"Text length per label, train ({names[unit]})")
     axes[1].set_ylabel("examples")
     for ax in axes:
-        ax.set_xlabel("length (words)")
+        ax.set_xlabel(f"length ({names[unit]})")
         ax.legend()
         ax.grid(alpha=0.3)
     fig.tight_layout()

@@ -20,6 +20,7 @@ Not supported: live widgets, TensorBoard / W&B (Trainer's `report_to` does those
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,16 @@ def in_notebook() -> bool:
         return False
     shell = get_ipython()
     return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
+
+
+HEADLESS_ENV = "SFTLIB_HEADLESS"  # set by sftlib.pipeline for the kernels papermill starts
+
+
+def headless() -> bool:
+    """True in a kernel run by the pipeline (papermill): no one can click a widget there and
+    its state is not saved, so show static outputs only. `in_notebook` cannot tell, since
+    papermill runs a real Jupyter kernel too."""
+    return os.environ.get(HEADLESS_ENV) == "1"
 
 
 def read_metrics(path: str | Path) -> pd.DataFrame:

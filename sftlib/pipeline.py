@@ -76,8 +76,9 @@ def absolutize_inputs(cfg: RunConfig) -> RunConfig:
 
 
 def preflight(cfg: RunConfig, log: Callable[[str], None] = print) -> dict:
-    """Fetch and verify assets and load the dataset before any notebook starts."""
-    from sftlib import data
+    """Fetch and verify assets and load the dataset before any notebook starts; look for
+    leakage and conflicting labels (warned, or `DataQualityError` with `strict_data`)."""
+    from sftlib import data, data_report
 
     model_path = assets.resolve_model(cfg.model, log=log)
     dataset = data.load_from_config(cfg)
@@ -85,8 +86,14 @@ def preflight(cfg: RunConfig, log: Callable[[str], None] = print) -> dict:
     for split, size in sizes.items():
         if size == 0:
             raise ValueError(f"dataset {cfg.dataset!r}: split {split} is empty")
+    pool = data.load_pool(cfg.dataset, cfg.text_column, cfg.label_column)
+    findings = data_report.quick_findings(dataset, pool[0] if pool else None)
+    data_report.check_findings(findings, cfg.strict_data)
+    for finding in findings:
+        log(f"[run] WARNING data: {finding} (strict_data=True makes this an error)")
     return {"model_path": model_path, "split_sizes": sizes,
-            "label_names": dataset["train"].features["label"].names}
+            "label_names": dataset["train"].features["label"].names,
+            "data_findings": findings}
 
 
 def package_versions() -> dict[str, str]:
@@ -131,11 +138,12 @@ def input_hashes(cfg: RunConfig, model_path: str) -> dict[str, object]:
 
 
 def _kernel_env(root: Path) -> dict[str, str]:
-    """Kernels import this checkout's sftlib, whatever is installed."""
+    """Kernels import this checkout's sftlib, whatever is installed, and know they are headless."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    env["SFTLIB_HEADLESS"] = "1"  # sftlib.live.HEADLESS_ENV: static tables, not widgets
     return env
 
 

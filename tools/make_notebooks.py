@@ -49,28 +49,41 @@ def notebook(cells, parameters=COMMON_PARAMETERS):
     return nb
 
 
+NB01_PARAMETERS = COMMON_PARAMETERS + """
+strict_data = False  # True: leakage or conflicting labels stop the run instead of warning"""
+
+NB02_PARAMETERS = COMMON_PARAMETERS + """
+batch_size = 32  # the training batch size: padding waste is measured at it
+seed = 42  # orders the batches of the padding-waste simulation"""
+
 NB01 = [
     ("md", """
 # 01 · Data inspection
 
 Before a single gradient step, look at the data. Most fine-tuning failures are data failures:
 a label that is 90% one class, sentences that appear in both train and test (so the test score
-flatters the model), empty rows, or texts far longer than the model will ever read.
+flatters the model), the same sentence under two labels, empty or garbled rows, or texts far
+longer than the model will ever read.
 
 This notebook loads the dataset named by `dataset` into train / validation / test splits and
-shows their sizes, the label balance and the length of the texts. Everything it computes comes
-from `sftlib.data`, so the same numbers are available headlessly.
+checks all of that. Every number comes from `sftlib.data` and `sftlib.data_report`, so the same
+facts are available headlessly: `sftlib data inspect --json` prints them as one JSON object, and
+this notebook saves that object as `data_report.json` in the run folder.
 
 **How the splits are made.** The default data (Rotten Tomatoes critic snippets) has no official
 splits. `sftlib` first removes duplicate texts (after normalizing case, whitespace and
 punctuation) so no sentence can sit in two splits, then ranks the rows of each label by a hash of
 their text and cuts 80/10/10. Hashes, not a random shuffle: the split is identical on every
-machine and every library version, and exactly stratified.
+machine and every library version, and exactly stratified. Data that comes with its own splits
+(a folder of files, a hub dataset) is kept as given, so leakage is possible there.
 """),
     ("params", None),
-    ("code", SETUP + "\nfrom sftlib import data"),
+    ("code", SETUP + "\nfrom sftlib import data, data_report"),
     ("code", """
 dd = data.load_from_config(cfg)
+rows = data.rows_frame(dd)  # one row per example: split, text, label
+pool = data.load_pool(cfg.dataset, cfg.text_column, cfg.label_column)  # None: given splits
+pool = pool[0] if pool else None
 dd
 """),
     ("md", """
@@ -79,46 +92,142 @@ Rows per split and their share. Look for: a validation or test split too small t
 one-point difference (under ~1,000 rows, the standard error of accuracy is above 1 point).
 """),
     ("code", """
-sizes = data.split_summary(dd)
+sizes = data.split_summary(rows)
 report.table(sizes, "split_sizes")
 sizes
 """),
     ("md", """
 ## Label balance
-Count and share of each label (rows) per split (columns). Look for: a majority class far above
-50% (then accuracy alone flatters; watch macro-F1), and shares that differ between splits (they
-should not, with stratified splits).
+Count and share of each label (rows) per split (columns). Look for: a smallest class far below
+the others (then accuracy alone flatters; watch macro-F1; a warning is printed under 10% of
+train), and shares that differ between splits (they should not, with stratified splits).
 """),
     ("code", """
-balance = data.label_balance(dd)
+balance = data.label_balance(rows)
 report.table(balance, "label_balance")
-report.figure(data.balance_figure(dd), "label_balance")
+report.figure(data.balance_figure(rows), "label_balance")
+smallest = data_report.smallest_label(rows)
+print(f"smallest label in train: {smallest['label']!r}, {smallest['share']:.1%}")
+if smallest["share"] < data_report.MIN_LABEL_SHARE:
+    print("WARNING: a rare class; judge the model by macro-F1 and per-class recall")
 balance
 """),
     ("md", """
 ## Text lengths
-Words per example, per split and per label. Look for: very short texts (one or two words carry
-little signal), a long tail that the tokenizer will truncate (notebook 02 measures it in tokens),
-and labels whose lengths differ enough that length alone predicts the label.
+Length in characters and in words, per split and per label. The table's rows are
+split x label x unit (label `(all)`: the whole split). Look for: very short texts (one or two
+words carry little signal), a long tail the tokenizer will truncate (notebook 02 measures it in
+tokens), and labels whose lengths differ enough that length alone predicts the label.
 """),
     ("code", """
-stats = data.length_stats(dd)
-report.table(stats, "length_stats")
-report.figure(data.length_figure(dd), "length_histogram")
-stats
+lengths = data_report.length_summary(rows)
+report.table(lengths, "length_summary")
+report.figure(data.length_figure(rows, "words"), "length_histogram")
+report.figure(data.length_figure(rows, "chars"), "length_histogram_chars")
+lengths
 """),
     ("md", """
-## A sample of rows
-A few training rows per label (rows: examples), to read with your own eyes.
+## Bad rows
+Rows that are empty, whitespace-only, a single word, far longer than the rest (above the
+far-out fence Q3 + 3·IQR of character lengths), or that hold control characters, invisible
+format characters (zero-width space, BOM), undecodable bytes (U+FFFD) or mojibake (UTF-8 read
+as Latin-1, e.g. `Ã©`). First table: flagged rows per issue (rows) and split (columns); second:
+up to three flagged rows per issue (rows: flagged rows). Look for: damage that a tokenizer
+will turn into noise.
 """),
     ("code", """
-names = data.label_names(dd)
-sample = dd["train"].to_pandas().groupby("label").head(4)
-sample.assign(label=sample["label"].map(dict(enumerate(names)))).sort_values("label")
+issues = data_report.row_issues(rows)
+report.table(issues, "row_issues", index=False)
+display(data_report.issue_counts(issues, rows))
+issues.groupby("issue").head(3)
+"""),
+    ("md", """
+## Duplicates within each split
+Per split (rows): copies beyond the first of each repeated text, exactly and after
+normalizing case, whitespace and punctuation. Duplicates weigh some examples more than others
+in training and in the score. For a single-pool source, the printed line says what the loader
+removed before splitting, and whether any removed copy carried another label. Last table: the
+largest groups of repeated texts (rows: groups).
 """),
     ("code", """
-report.metrics("data", {"rows": sizes["rows"].to_dict(), "labels": names,
-                        "mean_words": float(stats.loc["train", "mean"])})
+duplicates = data_report.duplicate_counts(rows)
+report.table(duplicates, "duplicates")
+display(duplicates)
+if pool is not None:
+    print("before splitting:", data_report.pool_report(pool))
+data_report.duplicate_groups(rows)
+"""),
+    ("md", """
+## Leakage between splits
+Per split pair (rows: `from` -> `to`): rows of the later split whose text also occurs in the
+earlier one, exactly and after normalization, with their share. A leaked test row measures
+memory, not generalization, so the test score flatters the model. Second table: leaked rows
+with the text they match (rows: leaked rows). Both counts should be zero.
+"""),
+    ("code", """
+leakage = data_report.leakage_counts(rows)
+report.table(leakage, "leakage", index=False)
+display(leakage)
+data_report.leakage_examples(rows)
+"""),
+    ("md", """
+## Conflicting labels
+Texts that occur under more than one label, over all splits (rows: texts, with the count of
+each label). At least one of the copies is mislabelled, or the task is ambiguous: either way
+the model is asked to learn two answers to one input. The table should be empty.
+"""),
+    ("code", """
+conflicts = data_report.conflicting_labels(rows)
+report.table(conflicts, "conflicting_labels", index=False)
+conflicts
+"""),
+    ("md", r"""
+## The most distinctive words per label
+For each label, the words most over-represented in it compared with all other labels: the
+weighted log-odds ratio with an informative Dirichlet prior (Monroe, Colaresi & Quinn 2008),
+$z = \hat\delta / \sqrt{\hat\sigma^2}$ with
+$\hat\delta = \log\frac{y_i + \alpha}{n_i + \alpha_0 - y_i - \alpha}
+- \log\frac{y_j + \alpha}{n_j + \alpha_0 - y_j - \alpha}$ and
+$\hat\sigma^2 \approx \frac{1}{y_i + \alpha} + \frac{1}{y_j + \alpha}$, where $y$ counts the
+word in the label ($i$) and elsewhere ($j$), and the prior $\alpha$ is its count over the train
+split. The table's rows are ranks, its columns labels. Look for: words that should not decide
+the label (names, a source's boilerplate): shortcuts the model will take.
+"""),
+    ("code", """
+words = data_report.distinctive_words(rows)
+report.table(words, "distinctive_words", index=False)
+report.figure(data_report.distinctive_words_figure(words), "distinctive_words")
+words.pivot(index="rank", columns="label", values="word")
+"""),
+    ("md", """
+## Browse rows per label
+Read the data with your own eyes. In JupyterLab, pick a label and page through its training
+rows (ordered by text hash: a fixed, unbiased order); below it, and alone in headless runs, a
+static table of five rows per label (rows: examples).
+"""),
+    ("code", """
+data_report.show_sample(rows, n=5)
+"""),
+    ("md", """
+## Findings
+Leakage and conflicting labels invalidate an evaluation, so they are *findings*: printed here
+as warnings, saved in `metrics.json` and `data_report.json`, and with `strict_data = True` they
+stop the run (the pipeline checks before any notebook runs, this cell checks again). Other
+warnings (a small class, flagged rows) are worth a look but stop nothing.
+"""),
+    ("code", """
+summary = data_report.inspect_data(dd, pool)  # the same object `sftlib data inspect` prints
+report.json(summary, "data_report")
+report.metrics("data", {"rows": sizes["rows"].to_dict(), "labels": data.label_names(dd),
+                        "mean_words": float(data.length_stats(rows).loc["train", "mean"]),
+                        "leaked_rows": int(leakage["normalized_rows"].sum()),
+                        "conflicting_label_texts": len(conflicts),
+                        "findings": summary["findings"], "warnings": summary["warnings"]})
+for line in summary["findings"]:
+    print("WARNING (finding):", line)
+for line in summary["warnings"]:
+    print("warning:", line)
+data_report.check_findings(summary["findings"], cfg.strict_data)
 """),
 ]
 
@@ -126,7 +235,7 @@ NB02 = [
     ("md", """
 # 02 · Tokenization
 
-A transformer never sees words: it sees token ids from its tokenizer. Two choices made here
+A transformer never sees words: it sees token ids from its tokenizer. Three choices made here
 decide what the model can learn and what training costs.
 
 **Truncation loses information.** Every example is cut at `max_length` tokens. Whatever lies
@@ -134,31 +243,40 @@ beyond is never seen, so a review whose verdict comes in its last sentence may l
 evidence. We measure the share of examples truncated and the share of tokens lost.
 
 **Padding costs compute.** A batch is a rectangle: shorter examples are filled with pad tokens
-up to the longest one. Attention costs grow with the padded length, and pad tokens are pure
-waste. The seed tutorial pads *every* example to 512 tokens; the default data averages under 30,
-so over 90% of its compute would be spent on padding. `sftlib` pads each batch only to its own
-longest example (dynamic padding) and groups similar lengths into the same batch.
+up to the longest one. The linear layers' cost grows with the padded length, attention's with
+its square, and pad tokens are pure waste. The seed tutorial pads *every* example to 512
+tokens; the default data averages under 30, so over 90% of its compute would be spent on
+padding. `sftlib` pads each batch only to its own longest example (dynamic padding) and groups
+similar lengths into the same batch; below we count what each choice costs on this data.
+
+**Unknown tokens lose words.** A word the vocabulary cannot spell becomes the unknown token:
+the model sees one id for all such words. And the more pieces a word is split into (fertility),
+the longer the sequences. Every number here is also printed by `sftlib tokens inspect --json`
+and saved as `token_report.json` in the run folder.
 """),
     ("params", None),
-    ("code", SETUP + "\nfrom sftlib import data, tokens"),
+    ("code", SETUP + "\nimport pandas as pd\nfrom sftlib import data, tokens"),
     ("code", """
 dd = data.load_from_config(cfg)
 tokenizer = tokens.load_tokenizer(cfg.model)
-print(f"tokenizer: {type(tokenizer).__name__}, vocabulary {len(tokenizer):,} tokens, "
-      f"model max length {tokens.model_max_length(tokenizer)}")
-print("special tokens:", tokenizer.special_tokens_map)
+about = tokens.tokenizer_summary(tokenizer)
+print(f"tokenizer: {about['class']}, vocabulary {about['vocab_size']:,} tokens, model max length "
+      f"{about['model_max_length']}, {about['special_tokens_per_example']} special tokens added")
+pd.DataFrame(about["special_tokens"]).T.rename_axis("role")  # rows: special-token roles
 """),
     ("md", """
 ## Token lengths and truncation
 Untruncated token counts (special tokens included) for every example. The table gives, per
 split (rows), how many examples exceed `max_length` and the share of all tokens lost.
+`max_length = "auto"` uses the suggestion: the smallest multiple of 8 covering 99.5% of train
+(multiples of 8 suit GPU tensor cores); training resolves "auto" the same way.
 """),
     ("code", """
-lengths = tokens.token_lengths(dd, tokenizer)
-suggested = tokens.suggest_max_length(lengths.loc[lengths["split"] == "train", "tokens"],
-                                      model_max=tokens.model_max_length(tokenizer))
+frame = tokens.token_frame(dd, tokenizer)  # rows: examples; tokens, words, unknown tokens
+train_lengths = frame.loc[frame["split"] == "train", "tokens"]
+suggested = tokens.suggest_max_length(train_lengths, model_max=about["model_max_length"])
 max_len = suggested if cfg.max_length == "auto" else int(cfg.max_length)
-truncation = tokens.truncation_stats(lengths, max_len)
+truncation = tokens.truncation_stats(frame, max_len)
 report.table(truncation, "truncation")
 print(f"max_length in use: {max_len}; suggested (covers 99.5% of train): {suggested}")
 truncation
@@ -169,23 +287,60 @@ max length in use) crosses the curve is the share kept whole. Look for: a red li
 where the curve reaches 1.0 (wasted capacity if you pad to it) or left of it (truncation).
 """),
     ("code", """
-report.figure(tokens.length_cdf_figure(lengths, max_len, suggested), "token_length_cdf")
+report.figure(tokens.length_cdf_figure(frame, max_len, suggested), "token_length_cdf");
 """),
     ("md", """
-## What the tokenizer does to one example
-Pieces side by side with their ids (columns: positions). `##` marks a piece that continues a
-word; rare words split into several pieces.
+## Unknown tokens and fertility
+First table, per split (rows): content tokens (special tokens left out), how many are the
+unknown token, their share (the UNK rate) and the share of examples with at least one. Second:
+the words most often turned into it (rows: words). Third, per split (rows): tokens per
+whitespace word. Look for: an UNK rate above a fraction of a percent (emoji, another script,
+accents a cased model lacks), and fertility well above 1.5 (a vocabulary built for other text).
 """),
     ("code", """
-example = max(dd["train"]["text"][:200], key=len)
-print(example)
-tokens.token_pieces(tokenizer, example, max_len).T
+unknown = tokens.unk_stats(frame)
+report.table(unknown, "unk")
+display(unknown)
+display(tokens.unk_words(dd, tokenizer, frame))
+tokens.fertility(frame)
+"""),
+    ("md", """
+## Padding waste
+The same training examples (truncated at `max_length`) batched three ways at `batch_size`
+(rows: schemes): padded to `max_length` (the tutorial), random batches each padded to their
+longest example (dynamic padding), and length-grouped batches (the order `transformers` builds
+for `group_by_length=True`: random megabatches of up to 50 batches, each sorted by length).
+`pad_share` is the share of computed positions that are padding; `compute_ratio` the computed
+positions relative to padding to `max_length` (the linear layers' cost), `attention_ratio` the
+same for attention's length-squared cost. Counted exactly from the token lengths, not timed.
 """),
     ("code", """
-train_stats = truncation.loc["train"]
+waste = tokens.padding_waste(train_lengths, max_len, cfg.batch_size, seed=cfg.seed)
+report.table(waste, "padding_waste")
+report.figure(tokens.padding_figure(waste, cfg.batch_size), "padding_waste")
+waste
+"""),
+    ("md", """
+## What the tokenizer does to a few examples
+Pieces side by side with their ids (rows: example x piece / id; columns: positions). `##`
+marks a piece that continues a word; rare words split into several pieces.
+"""),
+    ("code", """
+examples = dd["train"]["text"][:3]
+for number, text in enumerate(examples):
+    print(number, text)
+tokens.pieces_view(tokenizer, examples, max_len)
+"""),
+    ("code", """
+summary = tokens.inspect_tokens(dd, tokenizer, cfg.max_length, cfg.batch_size, seed=cfg.seed)
+report.json(summary, "token_report")  # the same object `sftlib tokens inspect` prints
+train_stats, schemes = truncation.loc["train"], summary["padding_waste"]["schemes"]
 report.metrics("tokens", {"max_length": max_len, "suggested_max_length": suggested,
                           "mean_tokens_train": float(train_stats["mean_tokens"]),
-                          "truncated_share_train": float(train_stats["truncated_share"])})
+                          "truncated_share_train": float(train_stats["truncated_share"]),
+                          "unk_rate_train": float(unknown.loc["train", "unk_rate"]),
+                          "pad_share": {k: v["pad_share"] for k, v in schemes.items()},
+                          "compute_ratio": {k: v["compute_ratio"] for k, v in schemes.items()}});
 """),
 ]
 
@@ -351,8 +506,8 @@ classifier(new_sentences[:1])
 ]
 
 NOTEBOOKS = {
-    "01_data_inspection": notebook(NB01),
-    "02_tokenization": notebook(NB02),
+    "01_data_inspection": notebook(NB01, NB01_PARAMETERS),
+    "02_tokenization": notebook(NB02, NB02_PARAMETERS),
     "03_fine_tuning": notebook(NB03, TRAIN_PARAMETERS),
     "04_error_analysis": notebook(NB04),
     "05_deployment": notebook(NB05),
