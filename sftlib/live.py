@@ -239,6 +239,7 @@ def _text_line(record: dict[str, Any], metric: str) -> str:
         if record.get(f"{prefix}_{metric}") is not None:
             name = metric if prefix == "eval" else f"{prefix}_{metric}"
             parts.append(f"{name} {record[f'{prefix}_{metric}']:.4f}")
-    if record.get("train_runtime") is not None:
-        parts.append(f"training done in {record['train_runtime']:.0f} s")
+    if record.get("train_loss") is not None:  # only Trainer's closing summary has it
+        parts.append(f"training done in {record['train_runtime']:.0f} s, "
+                     f"mean loss {record['train_loss']:.4f}")
     return " | ".join(parts)

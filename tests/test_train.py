@@ -111,3 +111,28 @@ def test_torchrun_two_processes_share_the_data_and_rank0_writes(tmp_path):
     train_steps = [r["step"] for r in records if "loss" in r]
     assert train_steps == sorted(set(train_steps)), "only rank 0 writes the log"
     assert result.stdout.count('"output_dir"') == 1, "only rank 0 prints the result"
+
+
+def test_seed_is_set_before_the_head_is_created():
+    import torch
+
+    hardware = train.detect_hardware("fp32")
+    names = ["neg", "pos"]
+    first = train.build_model(RunConfig(seed=1), names, hardware).classifier.weight
+    again = train.build_model(RunConfig(seed=1), names, hardware).classifier.weight
+    other = train.build_model(RunConfig(seed=2), names, hardware).classifier.weight
+    assert torch.equal(first, again) and not torch.equal(first, other)
+
+
+def test_training_arguments_follow_the_config(tmp_path):
+    hardware = train.detect_hardware("auto")
+    args = train.training_arguments(
+        RunConfig(deterministic=True, group_by_length=False, eval_strategy="steps",
+                  eval_steps=7, grad_accum_steps=3, metric_for_best="loss"),
+        tmp_path, hardware)
+    assert args.full_determinism and args.train_sampling_strategy == "random"
+    assert (args.eval_steps, args.save_steps, args.gradient_accumulation_steps) == (7, 7, 3)
+    assert args.metric_for_best_model == "loss" and args.greater_is_better is False
+    assert args.optim == ("adamw_torch_fused" if hardware.device == "cuda" else "adamw_torch")
+    default = train.training_arguments(RunConfig(), tmp_path, hardware)
+    assert default.train_sampling_strategy == "group_by_length" and default.load_best_model_at_end

@@ -1,0 +1,163 @@
+"""End to end in a real browser: JupyterLab + headless Chromium run notebook 03.
+
+Starts JupyterLab on 127.0.0.1 with a token, opens a copy of notebook 03 (short training
+settings written into its parameters cell) in Debian's Chromium driven by Playwright, runs
+all cells from the Run menu, and watches the live training figure: it must change at least
+5 times while training runs, no cell may show an error, and screenshots are kept in
+test-artifacts/. Needs `chromium` (Debian package; `make test` installs it as root).
+"""
+
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# Redraws are throttled so that drawing costs <= 1.5% of wall time: with ~0.4 s per draw on
+# these CPUs that is one redraw per ~25 s, so training must last a few minutes to show 5.
+TRAINING = {"train_subset": 3000, "eval_subset": 128, "max_steps": 375, "batch_size": 16,
+            "logging_steps": 5, "eval_strategy": "steps", "eval_steps": 125, "max_length": 64,
+            "plot_interval_s": 1.0}
+DEADLINE_S = 1200  # generous: shared CI machines are slow and noisy
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
+
+def _require_browser():
+    missing = [name for name, ok in (("chromium", Path(CHROMIUM).exists()),
+                                     ("playwright", _has_playwright())) if not ok]
+    if missing:
+        message = f"{', '.join(missing)} not installed (make test installs them as root)"
+        if os.environ.get("CI"):
+            pytest.fail(message)  # in CI a missing browser is a broken set-up, not a skip
+        pytest.skip(message)
+
+
+def _has_playwright():
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def lab(tmp_path):
+    """A JupyterLab server on 127.0.0.1 serving a copy of notebook 03 with short settings."""
+    _require_browser()
+    workdir = tmp_path / "lab"
+    (workdir / "notebooks").mkdir(parents=True)
+    nb = nbformat.read(ROOT / "notebooks" / "03_fine_tuning.ipynb", as_version=4)
+    params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    overrides = {**TRAINING, "output_dir": str(tmp_path / "report")}
+    params.source += "\n" + "\n".join(f"{k} = {v!r}" for k, v in overrides.items())
+    notebook = workdir / "notebooks" / "03_fine_tuning.ipynb"
+    nbformat.write(nb, notebook)
+    port, token = _free_port(), secrets.token_hex(16)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root",
+         "--ip=127.0.0.1", f"--port={port}", f"--ServerApp.root_dir={workdir}",
+         f"--IdentityProvider.token={token}", "--LabApp.news_url=None",
+         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
+        cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2)
+            break
+        except OSError:
+            assert server.poll() is None and time.monotonic() < deadline, "JupyterLab did not start"
+            time.sleep(0.5)
+    yield {"url": f"{base}/lab/tree/notebooks/03_fine_tuning.ipynb?token={token}",
+           "notebook": notebook, "report": tmp_path / "report"}
+    server.terminate()
+    try:
+        server.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        server.kill()
+
+
+def _image_digests(page):
+    sources = page.eval_on_selector_all(".jp-OutputArea-output img",
+                                        "els => els.map(e => e.src)")
+    return [hashlib.sha256(src.encode()).hexdigest()[:16] for src in sources]
+
+
+def test_live_plot_updates_in_jupyterlab(lab):
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM, headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(lab["url"])
+        # JupyterLab may ask which kernel to start for a notebook it has not seen before
+        kernel_dialog = page.locator(".jp-Dialog button:has-text('Select')")
+        try:
+            kernel_dialog.wait_for(timeout=15_000)
+            kernel_dialog.click()
+        except PlaywrightTimeout:
+            pass
+        page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']",
+                               timeout=120_000)
+        page.click(".lm-MenuBar-itemLabel:text-is('Run')")
+        page.click(".lm-Menu-itemLabel:text-is('Run All Cells')")
+
+        states, deadline = [], time.monotonic() + DEADLINE_S
+        log = lab["report"] / "metrics.jsonl"
+        started = time.monotonic()
+        while time.monotonic() < deadline:
+            if not log.exists() and time.monotonic() - started > 180:
+                break  # training never started: fail below with a screenshot
+            digests = _image_digests(page)
+            if digests and (not states or digests[-1] != states[-1]):
+                states.append(digests[-1])
+                if len(states) == 3:
+                    page.screenshot(path=str(ARTIFACTS / "jupyterlab_03_training.png"))
+            finished = (lab["report"] / "model" / "config.json").is_file()
+            if finished and page.locator(
+                    ".jp-Notebook-ExecutionIndicator[data-status='idle']").count():
+                break
+            time.sleep(0.3)
+        page.wait_for_timeout(1500)
+        page.screenshot(path=str(ARTIFACTS / "jupyterlab_03_done.png"), full_page=True)
+        page.keyboard.press("Control+s")
+        page.wait_for_timeout(2000)
+        browser.close()
+
+    assert log.is_file(), "training never started"
+    executed = nbformat.read(lab["notebook"], as_version=4)
+    errors = [o for c in executed.cells if c.cell_type == "code" for o in c.outputs
+              if o.output_type == "error"]
+    assert not errors, errors
+    assert all(c.execution_count for c in executed.cells if c.cell_type == "code")
+    # states of the last image: the schedule figure first, then each live redraw
+    redraws = len(states) - 1
+    assert redraws >= 5, f"the live plot changed only {redraws} times"
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert records[-1]["step"] == TRAINING["max_steps"]
