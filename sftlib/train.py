@@ -172,7 +172,9 @@ class WorkbenchTrainer(Trainer):
 
 def build_trainer(cfg: RunConfig, model, tokenizer: PreTrainedTokenizerBase,
                   tokenized: datasets.DatasetDict, output_dir: str | Path, hardware: Hardware,
-                  callbacks: list[TrainerCallback] | None = None) -> WorkbenchTrainer:
+                  callbacks: list[TrainerCallback] | None = None,
+                  args: TrainingArguments | None = None) -> WorkbenchTrainer:
+    """The Trainer for a RunConfig; `args` replaces `training_arguments(...)` (benchmarks)."""
     callbacks = list(callbacks or [])
     if cfg.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(cfg.early_stopping_patience))
@@ -181,7 +183,7 @@ def build_trainer(cfg: RunConfig, model, tokenizer: PreTrainedTokenizerBase,
         columns.append("token_type_ids")
     trainer = WorkbenchTrainer(
         model=model,
-        args=training_arguments(cfg, output_dir, hardware),
+        args=args or training_arguments(cfg, output_dir, hardware),
         train_dataset=tokenized["train"].select_columns(columns),
         eval_dataset=tokenized["validation"].select_columns(columns),
         processing_class=tokenizer,

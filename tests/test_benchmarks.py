@@ -1,0 +1,50 @@
+"""Benchmark scripts: the GPU script runs (tiny, on CPU); the summary arithmetic is right."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_gpu_script_smoke_runs_on_cpu(tmp_path):
+    result = subprocess.run([sys.executable, "benchmarks/bench_gpu.py", "--smoke"], cwd=ROOT,
+                            env={"OUT": str(tmp_path), "PATH": "/usr/bin:/bin"},
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = json.loads((tmp_path / "benchmarks_gpu.json").read_text())["results"]
+    assert rows and rows[0]["samples_per_s"] > 0 and 0 < rows[0]["share_of_peak"] < 1
+
+
+def test_flops_per_token_counts_dense_weights_and_attention():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import bench_gpu
+    from transformers import BertConfig, BertForSequenceClassification
+
+    config = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=64, num_labels=2)
+    model = BertForSequenceClassification(config)
+    dense = sum(p.numel() for n, p in model.named_parameters() if "embeddings" not in n)
+    assert bench_gpu.flops_per_token(model, config, 16) == 6 * dense + 12 * 2 * 32 * 16
+
+
+def test_summary_medians_and_ratios():
+    from benchmarks.bench_train import markdown, summarize
+
+    def row(samples, tokens):
+        return {"samples_per_s": samples, "tokens_per_s": tokens, "peak_mem_mb": 100.0,
+                "achieved_flops": 1e9, "matmul_fp32_flops": 1e11, "matmul_bf16_flops": 2e11}
+
+    speed = {"tutorial": [row(1, 10), row(2, 20), row(30, 300)],
+             "plain": [row(10, 100), row(20, 200), row(30, 300)],
+             "sftlib": [row(60, 600), row(40, 400), row(50, 500)]}
+    summary = summarize(speed, {"sftlib": {"accuracy": 0.8, "f1": 0.79}})
+    assert summary["recipes"]["tutorial"]["samples_per_s"] == 2  # the median, not the mean
+    assert summary["ratios"]["sftlib/tutorial"]["samples_per_s"] == pytest.approx(25.0)
+    assert summary["ratios"]["sftlib/plain"]["tokens_per_s"] == pytest.approx(2.5)
+    assert summary["recipes"]["sftlib"]["mfu_fp32"] == pytest.approx(0.01)
+    text = markdown(summary, {"machine": "m", "date": "d", "reps": 3, "train_rows": 10})
+    assert "| sftlib/tutorial | 25.00x | 25.00x |" in text and "0.8000" in text
