@@ -136,6 +136,7 @@ def _kernel_env(root: Path) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    env["SFTLIB_HEADLESS"] = "1"  # widgets lose their state under papermill: show static views
     return env
 
 
