@@ -166,17 +166,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     from sftlib import analysis, data
-    from sftlib.config import RunConfig
-    from sftlib.deploy import Predictor, check_model_dir
+    from sftlib.deploy import Predictor, check_model_dir, trained_config
     from sftlib.report import write_json_atomic
 
     model_dir = check_model_dir(args.model)
-    saved = model_dir / "run_config.json"  # the model's own run: its dataset, subsets, seed
-    values = json.loads(saved.read_text()) if saved.is_file() else {}
-    if args.dataset:
-        values["dataset"] = args.dataset
-    values.update(parse_overrides(args.overrides))
-    cfg = RunConfig.from_dict(values)
+    # the model's own run decides the dataset, its subsets and the seed, unless overridden
+    changes = {"dataset": args.dataset} if args.dataset else {}
+    cfg = trained_config(model_dir, {**changes, **parse_overrides(args.overrides)})
     dd = data.load_from_config(cfg)
     predictor = Predictor(model_dir, batch_size=args.batch_size)
     frames = {split: analysis.prediction_frame(predictor, dd[split])

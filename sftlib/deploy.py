@@ -204,6 +204,16 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=-1, keepdims=True)
 
 
+def trained_config(model_dir: str | Path, changes: dict[str, Any] | None = None):
+    """The RunConfig a saved folder was trained with (its run_config.json; defaults when it
+    has none), with `changes` applied: what to analyze or benchmark it on."""
+    from sftlib.config import RunConfig
+
+    saved = check_model_dir(model_dir) / "run_config.json"
+    values = json.loads(saved.read_text()) if saved.is_file() else {}
+    return RunConfig.from_dict({**values, **(changes or {})})
+
+
 def _trained_max_length(folder: Path) -> int | None:
     config_path = folder / "run_config.json"
     if not config_path.is_file():
