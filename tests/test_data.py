@@ -108,3 +108,15 @@ def test_stratified_subset_is_deterministic():
     first = data.stratified_take(pool, 40)
     assert len(first) == 40 and (first["label"] == "pos").sum() == 20
     assert first["text"].tolist() == data.stratified_take(pool.iloc[::-1], 40)["text"].tolist()
+
+
+def test_trec6_has_six_coarse_labels_and_stable_splits():
+    dd = data.load_data("trec-6")
+    names = dd["train"].features["label"].names
+    assert names == ["ABBR", "ENTY", "DESC", "HUM", "LOC", "NUM"]
+    # train_5500's 5,452 questions, 5,376 after removing normalized duplicates
+    assert {s: len(dd[s]) for s in dd} == {"train": 4301, "validation": 537, "test": 538}
+    rows = {text: names[label] for s in dd for text, label in zip(dd[s]["text"], dd[s]["label"])}
+    assert rows["What is the full form of .com ?"] == "ABBR"
+    assert rows["What currency is used in Australia ?"] == "ENTY"
+    assert min(dd["validation"]["label"].count(k) for k in range(6)) >= 8  # ABBR is rare
