@@ -83,6 +83,7 @@ class RunConfig:
     # --- outputs
     output_dir: str = "reports/interactive"  # relative to the project root; runs get their own
     plot_interval_s: float = 2.0  # minimum seconds between live-plot redraws
+    plot_max_share: float = 0.015  # redraws may take at most this share of training time
 
     def __post_init__(self) -> None:
         validate(self)
@@ -223,6 +224,8 @@ def validate(cfg: RunConfig) -> None:
                 "plot_interval_s", "max_grad_norm"):
         _at_least(cfg, key, 0)
     _at_least(cfg, "lr", 0, strict=True)
+    if not 0 < cfg.plot_max_share <= 1:
+        raise ConfigError(f"plot_max_share: a share in (0, 1], got {cfg.plot_max_share}")
     if cfg.warmup_ratio >= 1:
         raise ConfigError(f"warmup_ratio: must be below 1, got {cfg.warmup_ratio}")
     if cfg.final_lr > cfg.lr:

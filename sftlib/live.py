@@ -30,7 +30,6 @@ import pandas as pd
 from transformers import TrainerCallback
 
 SMOOTHING = 0.9  # EMA weight for the smoothed loss
-MAX_PLOT_SHARE = 0.015  # redraws cost at most this share of wall time (target: < 2%)
 
 
 def in_notebook() -> bool:
@@ -117,10 +116,12 @@ class LivePlotCallback(TrainerCallback):
 
     def __init__(self, metrics_path: str | Path, figure_path: str | Path | None = None,
                  interval_s: float = 2.0, metric: str = "accuracy",
-                 notebook: bool | None = None, print_fn=print) -> None:
+                 notebook: bool | None = None, print_fn=print, max_share: float = 0.015,
+                 ) -> None:
         self.metrics_path = Path(metrics_path)
         self.figure_path = Path(figure_path) if figure_path else None
         self.interval_s = interval_s
+        self.max_share = max_share
         self.metric = metric
         self.notebook = in_notebook() if notebook is None else notebook
         self.print_fn = print_fn
@@ -218,8 +219,8 @@ class LivePlotCallback(TrainerCallback):
         finished = time.perf_counter()
         self.plot_seconds += finished - began
         self._last_draw = finished
-        # wait long enough that drawing stays under MAX_PLOT_SHARE of the wall time
-        self._next_draw_gap = max(self.interval_s, (finished - began) / MAX_PLOT_SHARE)
+        # wait long enough that drawing stays under max_share of the wall time
+        self._next_draw_gap = max(self.interval_s, (finished - began) / self.max_share)
 
     @property
     def plot_share(self) -> float:

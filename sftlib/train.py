@@ -314,7 +314,8 @@ def prepare_training(cfg: RunConfig, output_dir: str | Path, notebook: bool | No
     live = LivePlotCallback(output_dir / "metrics.jsonl", output_dir / "figures" / "training.png",
                             interval_s=cfg.plot_interval_s,
                             metric=cfg.metric_for_best if cfg.metric_for_best != "loss"
-                            else "accuracy", notebook=notebook, print_fn=log_fn)
+                            else "accuracy", notebook=notebook, print_fn=log_fn,
+                            max_share=cfg.plot_max_share)
     trainer = build_trainer(cfg, model, tokenizer, tokenized, output_dir / "checkpoints",
                             hardware, callbacks=[live])
     return TrainingRun(cfg, hardware, dataset, tokenizer, tokenized, max_length, trainer, live)
