@@ -136,3 +136,19 @@ def test_training_arguments_follow_the_config(tmp_path):
     assert args.optim == ("adamw_torch_fused" if hardware.device == "cuda" else "adamw_torch")
     default = train.training_arguments(RunConfig(), tmp_path, hardware)
     assert default.train_sampling_strategy == "group_by_length" and default.load_best_model_at_end
+
+
+def test_weight_decay_skips_biases_and_layernorm(tmp_path):
+    cfg = RunConfig(train_subset=32, eval_subset=16, max_steps=1, output_dir=str(tmp_path))
+    run = train.prepare_training(cfg, tmp_path, notebook=False, log_fn=lambda _m: None)
+    optimizer = run.trainer.create_optimizer()
+    names = {id(p): n for n, p in run.trainer.model.named_parameters()}
+    decayed = {names[id(p)] for g in optimizer.param_groups if g["weight_decay"] > 0
+               for p in g["params"]}
+    plain = {names[id(p)] for g in optimizer.param_groups if g["weight_decay"] == 0
+             for p in g["params"]}
+    assert all(g["weight_decay"] in (0.0, cfg.weight_decay) for g in optimizer.param_groups)
+    assert "bert.encoder.layer.0.attention.self.query.weight" in decayed
+    assert "bert.encoder.layer.0.attention.self.query.bias" in plain
+    assert "bert.encoder.layer.0.output.LayerNorm.weight" in plain
+    assert not any("bias" in n or "LayerNorm" in n for n in decayed)
