@@ -26,7 +26,6 @@ top-label ECE); slices other than the built-in text features (add a column and p
 from __future__ import annotations
 
 import math
-import os
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -50,6 +49,7 @@ from sklearn.metrics import (
     roc_curve,
 )
 
+from sftlib import live
 from sftlib.deploy import Predictor
 
 ECE_BINS = 15  # Guo et al. (2017)'s choice; fewer bins hide miscalibration, more are noisy
@@ -495,11 +495,6 @@ def compare_models(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
 
 # exploring --------------------------------------------------------------------------------
 
-def headless() -> bool:
-    """True in kernels that papermill runs for the pipeline (`SFTLIB_HEADLESS=1`)."""
-    return os.environ.get("SFTLIB_HEADLESS", "") == "1"
-
-
 EXPLORER_COLUMNS = ["text", "gold", "pred", "confidence", "loss"]
 SORTS = {"loss, highest first": ("loss", False), "loss, lowest first": ("loss", True),
          "confidence, highest first": ("confidence", False)}
@@ -541,7 +536,7 @@ def explorer(frame: pd.DataFrame, n: int = 15):
     """
     if "length" not in frame.columns:
         frame = with_slices(frame)
-    if headless():  # widget state does not survive papermill: show the static default view
+    if live.headless():  # widget state does not survive papermill: show the static default view
         return filter_predictions(frame, wrong_only=True, n=n)[EXPLORER_COLUMNS]
     import ipywidgets as widgets
     from IPython.display import HTML, display

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from sftlib import assets
 from sftlib.config import RunConfig
+from sftlib.live import HEADLESS_ENV
 from sftlib.report import Report, new_run_dir, project_root, write_json_atomic
 
 NOTEBOOKS = ("01_data_inspection", "02_tokenization", "03_fine_tuning", "04_error_analysis",
@@ -143,7 +144,7 @@ def _kernel_env(root: Path) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
-    env["SFTLIB_HEADLESS"] = "1"  # sftlib.live.HEADLESS_ENV: static tables, not widgets
+    env[HEADLESS_ENV] = "1"  # static tables, not widgets (their state is lost headless)
     return env
 
 
