@@ -100,6 +100,9 @@ def build_model(cfg: RunConfig, label_names: list[str], hardware: Hardware):
         id2label=dict(enumerate(label_names)),
         label2id={name: i for i, name in enumerate(label_names)},
         attn_implementation=hardware.attn_implementation,
+        # fp32 master weights whatever the checkpoint holds (transformers 5 loads an fp16/bf16
+        # checkpoint in its own dtype); bf16/fp16 come from autocast, not from the weights
+        dtype=torch.float32,
     )
 
 

@@ -124,6 +124,19 @@ def test_seed_is_set_before_the_head_is_created():
     assert torch.equal(first, again) and not torch.equal(first, other)
 
 
+def test_half_precision_checkpoint_trains_with_fp32_master_weights(tmp_path):
+    """transformers 5 would load an fp16 checkpoint as fp16; autocast needs fp32 weights."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    config = BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1,
+                        num_attention_heads=2, intermediate_size=32)
+    BertModel(config).half().save_pretrained(tmp_path)
+    model = train.build_model(RunConfig(model=str(tmp_path)), ["neg", "pos"],
+                              train.detect_hardware("fp32"))
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+
+
 def test_training_arguments_follow_the_config(tmp_path):
     hardware = train.detect_hardware("auto")
     args = train.training_arguments(
