@@ -12,13 +12,13 @@ Recipes, all on MiniLM-L6 and the same rotten-tomatoes subset, on this machine:
 Each measurement runs in its own worker process (so peak memory is per recipe), and the
 repetitions are interleaved (a, b, c, a, b, c, ...) so that drift on a shared machine hits all
 recipes alike. Throughput excludes the first steps (allocation, warm-up) and counts real,
-non-pad tokens. Achieved training FLOP/s (6 x parameters x real tokens/s, plus attention over
-the padded length) is compared with the machine's matmul peak measured in the same worker.
-Accuracy: each recipe trains the same number of epochs on the same training rows and is
-evaluated on the full validation split. The tutorial recipe is too slow for that on a CPU
-(about 1 sample/s), so its accuracy is measured only with --tutorial-accuracy; padding is masked
-out of attention, so (a) computes what (b) computes: the script checks this directly by
-comparing logits of one batch padded both ways.
+non-pad tokens. Achieved training FLOP/s (6 x parameters x real tokens/s; attention, under
+1% more at these lengths, is left out) is compared with the matmul peaks measured in the same
+worker. Accuracy: each recipe trains the same number of epochs (default 2, sftlib's) on the
+same training rows (default all 10,200) and is evaluated on the full validation split. The
+tutorial recipe is too slow for that on a CPU (about 1 sample/s), so its accuracy is measured
+only with --tutorial-accuracy; padding is masked out of attention, so (a) computes what (b)
+computes: the script checks this directly by comparing logits of one batch padded both ways.
 
 Ablations (--ablations) toggle one sftlib setting at a time against (c): length grouping,
 bf16 autocast on CPU, torch.compile, eager attention, one thread, dataloader workers; and the
@@ -45,6 +45,7 @@ OUT = ROOT / "reports" / "benchmarks"
 RECIPES = ("tutorial", "plain", "sftlib")
 ABLATIONS = ("no_length_grouping", "bf16_autocast", "torch_compile", "eager_attention",
              "one_thread", "dataloader_workers_2")
+EVAL_BATCH_SIZES = (16, 32, 128, 256)
 TUTORIAL = {"batch_size": 16, "lr": 2e-5, "weight_decay": 0.01, "max_length": 512}
 
 
@@ -121,6 +122,7 @@ def matmul_peak(dtype_name: str, size: int = 2048, repeats: int = 10) -> float:
     import torch
 
     device = "cuda" if _cuda() else "cpu"
+    size = 8192 if device == "cuda" else size  # a GPU needs a large product to reach peak
     dtype = getattr(torch, dtype_name)
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
@@ -160,7 +162,8 @@ class _StepClock:
         self.steps = self.tokens = self.tokens0 = 0
 
 
-def worker(recipe: str, mode: str, steps: int, train_rows: int, epochs: float) -> dict:
+def worker(recipe: str, mode: str, steps: int, train_rows: int, epochs: float,
+           model_name: str = "minilm-l6") -> dict:
     """One measurement in this process; prints one JSON line."""
     import torch
 
@@ -168,7 +171,8 @@ def worker(recipe: str, mode: str, steps: int, train_rows: int, epochs: float) -
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     out = Path(os.environ.get("BENCH_TMP", "/tmp")) / f"bench-{recipe}-{os.getpid()}"
-    dataset_cfg = {"train_subset": train_rows, "seed": 42}
+    train_rows = train_rows or None  # 0: every training row
+    dataset_cfg = {"train_subset": train_rows, "seed": 42, "model": model_name}
     warmup = 2 if mode == "speed" else 0
     if recipe in ("tutorial", "plain"):
         from transformers import AutoModelForSequenceClassification, set_seed
@@ -176,10 +180,12 @@ def worker(recipe: str, mode: str, steps: int, train_rows: int, epochs: float) -
         from sftlib import assets
 
         dataset = data.load_data("rotten-tomatoes", train_subset=train_rows)
-        tokenizer = tokens.load_tokenizer("minilm-l6")
+        tokenizer = tokens.load_tokenizer(model_name)
+        names = data.label_names(dataset)
         set_seed(42)
         model = AutoModelForSequenceClassification.from_pretrained(
-            assets.resolve_model("minilm-l6"), num_labels=2)
+            assets.resolve_model(model_name), num_labels=len(names), dtype=torch.float32,
+            id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
         trainer = _plain_trainer(recipe, dataset, tokenizer, model, out,
                                  steps + warmup if mode == "speed" else None, epochs)
         batch = TUTORIAL["batch_size"]
@@ -189,6 +195,10 @@ def worker(recipe: str, mode: str, steps: int, train_rows: int, epochs: float) -
                                   steps + warmup if mode == "speed" else None, epochs)
         dataset = data.load_data("rotten-tomatoes", train_subset=train_rows)
         batch = trainer.args.per_device_train_batch_size
+    if mode == "eval":
+        result = {"recipe": recipe, "mode": mode, **eval_throughput(trainer)}
+        print("BENCH " + json.dumps(result), flush=True)
+        return result
     clock = _StepClock(warmup)
     trainer.add_callback(clock.callback)
     if _cuda():
@@ -227,16 +237,32 @@ def worker(recipe: str, mode: str, steps: int, train_rows: int, epochs: float) -
     return result
 
 
-def padding_equivalence() -> float:
+def eval_throughput(trainer, rows: int = 512, sizes=EVAL_BATCH_SIZES) -> dict:
+    """Validation examples/s of `trainer.evaluate` at each evaluation batch size (best of 2)."""
+    subset = trainer.eval_dataset.select(range(min(rows, len(trainer.eval_dataset))))
+    trainer.evaluate(eval_dataset=subset.select(range(32)))  # warm-up
+    speeds = {}
+    for size in sizes:
+        trainer.args.per_device_eval_batch_size = size
+        best = float("inf")
+        for _ in range(2):
+            began = time.perf_counter()
+            trainer.evaluate(eval_dataset=subset)
+            best = min(best, time.perf_counter() - began)
+        speeds[f"eval_batch_{size}"] = len(subset) / best
+    return speeds
+
+
+def padding_equivalence(model_name: str = "minilm-l6") -> float:
     """Max |logit difference| between one batch padded to 512 and padded dynamically."""
     import torch
     from transformers import AutoModelForSequenceClassification
 
     from sftlib import assets, data, tokens
 
-    tokenizer = tokens.load_tokenizer("minilm-l6")
+    tokenizer = tokens.load_tokenizer(model_name)
     model = AutoModelForSequenceClassification.from_pretrained(
-        assets.resolve_model("minilm-l6"), num_labels=2).eval()
+        assets.resolve_model(model_name), num_labels=2, dtype=torch.float32).eval()
     texts = list(data.load_data("rotten-tomatoes", eval_subset=16)["validation"]["text"])
     with torch.inference_mode():
         padded = model(**tokenizer(texts, padding="max_length", max_length=512,
@@ -247,15 +273,24 @@ def padding_equivalence() -> float:
 
 # parent side -------------------------------------------------------------------------------
 
-def run_worker(recipe: str, mode: str, steps: int, train_rows: int, epochs: float) -> dict:
+def run_worker(recipe: str, mode: str, steps: int, train_rows: int, epochs: float,
+               model_name: str = "minilm-l6") -> dict:
     command = [sys.executable, "-m", "benchmarks.bench_train", "--worker", recipe,
                "--mode", mode, "--steps", str(steps), "--train-rows", str(train_rows),
-               "--epochs", str(epochs)]
+               "--epochs", str(epochs), "--model", model_name]
     result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     lines = [line for line in result.stdout.splitlines() if line.startswith("BENCH ")]
     if result.returncode != 0 or not lines:
         raise RuntimeError(f"worker {recipe}/{mode} failed:\n{result.stderr[-3000:]}")
     return json.loads(lines[-1][6:])
+
+
+def _machine() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}"
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
 
 
 def median_of(rows: list[dict], key: str) -> float:
@@ -269,11 +304,12 @@ def summarize(speed: dict[str, list[dict]], accuracy: dict[str, dict]) -> dict:
                          ("samples_per_s", "tokens_per_s", "peak_mem_mb", "achieved_flops",
                           "matmul_fp32_flops", "matmul_bf16_flops")}
         table[recipe]["reps"] = len(rows)
-        table[recipe]["mfu_fp32"] = table[recipe]["achieved_flops"] / \
-            table[recipe]["matmul_fp32_flops"]
+        for dtype in ("fp32", "bf16"):
+            table[recipe][f"mfu_{dtype}"] = (table[recipe]["achieved_flops"] /
+                                            table[recipe][f"matmul_{dtype}_flops"])
         if recipe in accuracy:
             table[recipe]["val_accuracy"] = accuracy[recipe]["accuracy"]
-            table[recipe]["val_f1"] = accuracy[recipe]["f1"]
+            table[recipe]["val_f1"] = accuracy[recipe]["macro_f1"]
     ratios = {}
     if "sftlib" in table:
         for base in ("tutorial", "plain"):
@@ -292,20 +328,28 @@ def summarize(speed: dict[str, list[dict]], accuracy: dict[str, dict]) -> dict:
 
 def markdown(summary: dict, meta: dict) -> str:
     lines = [f"Machine: {meta['machine']}; {meta['date']}; reps {meta['reps']} (interleaved, "
-             f"medians); train rows {meta['train_rows']}.", "",
+             f"medians); speed on {meta['train_rows']} training rows; accuracy after "
+             f"{meta.get('accuracy_epochs', meta.get('epochs'))} epochs on "
+             f"{meta.get('accuracy_rows', meta['train_rows'])} training rows.", "",
              "| recipe | samples/s | real tokens/s | peak memory (MB) | achieved GFLOP/s | "
-             "share of fp32 matmul peak | val accuracy | val macro-F1 |",
+             "share of fp32 / bf16 matmul peak | val accuracy | val macro-F1 |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for recipe, row in summary["recipes"].items():
         accuracy = f"{row['val_accuracy']:.4f}" if "val_accuracy" in row else "n/a"
         f1 = f"{row['val_f1']:.4f}" if "val_f1" in row else "n/a"
         lines.append(f"| {recipe} | {row['samples_per_s']:.2f} | {row['tokens_per_s']:.0f} | "
                      f"{row['peak_mem_mb']:.0f} | {row['achieved_flops'] / 1e9:.1f} | "
-                     f"{row['mfu_fp32']:.1%} | {accuracy} | {f1} |")
+                     f"{row['mfu_fp32']:.1%} / {row['mfu_bf16']:.1%} | {accuracy} | {f1} |")
     lines += ["", "| ratio | samples/s | real tokens/s |", "| --- | ---: | ---: |"]
     for name, ratio in summary["ratios"].items():
         tokens = f"{ratio['tokens_per_s']:.2f}x" if "tokens_per_s" in ratio else ""
         lines.append(f"| {name} | {ratio['samples_per_s']:.2f}x | {tokens} |")
+    if "evaluation" in summary:
+        lines += ["", "| evaluation batch size | " + " | ".join(
+            name.removeprefix("eval_batch_") for name in summary["evaluation"]) + " |",
+            "| --- |" + " ---: |" * len(summary["evaluation"]),
+            "| validation examples/s | " + " | ".join(
+                f"{value:.0f}" for value in summary["evaluation"].values()) + " |"]
     if "padding_max_abs_logit_diff" in meta:
         lines += ["", f"Padding to 512 vs dynamic padding, same batch: max |logit difference| "
                   f"= {meta['padding_max_abs_logit_diff']:.2e} (masked padding changes nothing "
@@ -319,7 +363,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=30, help="timed steps per rep, (b), (c)")
     parser.add_argument("--tutorial-steps", type=int, default=4, help="timed steps, (a)")
     parser.add_argument("--train-rows", type=int, default=2000)
-    parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--epochs", type=float, default=1.0, help="speed runs' schedule")
+    parser.add_argument("--accuracy-rows", type=int, default=0,
+                        help="training rows for the accuracy runs (0: all)")
+    parser.add_argument("--accuracy-epochs", type=float, default=2.0,
+                        help="epochs of every accuracy run (sftlib's default: 2)")
+    parser.add_argument("--model", default="minilm-l6",
+                        help="asset name or model folder (a GPU machine without the cache)")
+    parser.add_argument("--out", type=Path, default=OUT, help="folder for the JSON and table")
     parser.add_argument("--ablations", action="store_true")
     parser.add_argument("--tutorial-accuracy", action="store_true",
                         help="also train (a) for the accuracy run (slow on a CPU)")
@@ -328,34 +379,46 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mode", default="speed", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        worker(args.worker, args.mode, args.steps, args.train_rows, args.epochs)
+        worker(args.worker, args.mode, args.steps, args.train_rows, args.epochs, args.model)
         return 0
     if args.quick:
         args.reps, args.steps, args.tutorial_steps, args.train_rows = 1, 6, 2, 200
+        args.accuracy_rows, args.accuracy_epochs = 200, 1.0
     recipes = list(RECIPES) + ([f"sftlib:{a}" for a in ABLATIONS] if args.ablations else [])
     speed: dict[str, list[dict]] = {r: [] for r in recipes}
+    evaluation: list[dict] = []
     for rep in range(args.reps):
         for recipe in recipes:
             steps = args.tutorial_steps if recipe == "tutorial" else args.steps
-            row = run_worker(recipe, "speed", steps, args.train_rows, args.epochs)
+            row = run_worker(recipe, "speed", steps, args.train_rows, args.epochs, args.model)
             speed[recipe].append(row)
             print(f"[bench] rep {rep + 1}/{args.reps} {recipe:<32} "
                   f"{row['samples_per_s']:8.2f} samples/s {row['tokens_per_s']:9.0f} tokens/s",
                   flush=True)
+        if args.ablations:
+            evaluation.append(run_worker("sftlib", "eval", 0, args.train_rows, args.epochs,
+                                         args.model))
+            print(f"[bench] rep {rep + 1}/{args.reps} evaluation examples/s {evaluation[-1]}",
+                  flush=True)
     accuracy = {}
     for recipe in (["tutorial"] if args.tutorial_accuracy else []) + ["plain", "sftlib"]:
-        accuracy[recipe] = run_worker(recipe, "accuracy", 0, args.train_rows, args.epochs)
+        accuracy[recipe] = run_worker(recipe, "accuracy", 0, args.accuracy_rows,
+                                      args.accuracy_epochs, args.model)
         print(f"[bench] accuracy {recipe}: {accuracy[recipe]['accuracy']:.4f}", flush=True)
     summary = summarize(speed, accuracy)
-    meta = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+    if evaluation:
+        summary["evaluation"] = {f"eval_batch_{size}": median_of(evaluation, f"eval_batch_{size}")
+                                 for size in EVAL_BATCH_SIZES}
+    meta = {"machine": _machine(),
             "date": time.strftime("%Y-%m-%d %H:%M"), "reps": args.reps,
             "train_rows": args.train_rows, "epochs": args.epochs,
-            "padding_max_abs_logit_diff": padding_equivalence()}
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "bench_train.json").write_text(json.dumps(
+            "accuracy_rows": args.accuracy_rows or "all", "accuracy_epochs": args.accuracy_epochs,
+            "padding_max_abs_logit_diff": padding_equivalence(args.model)}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bench_train.json").write_text(json.dumps(
         {"meta": meta, **summary, "raw": speed, "accuracy": accuracy}, indent=2) + "\n")
     table = markdown(summary, meta)
-    (OUT / "bench_train.md").write_text(table)
+    (args.out / "bench_train.md").write_text(table)
     print(table)
     return 0
 

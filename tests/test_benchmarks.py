@@ -41,7 +41,7 @@ def test_summary_medians_and_ratios():
     speed = {"tutorial": [row(1, 10), row(2, 20), row(30, 300)],
              "plain": [row(10, 100), row(20, 200), row(30, 300)],
              "sftlib": [row(60, 600), row(40, 400), row(50, 500)]}
-    summary = summarize(speed, {"sftlib": {"accuracy": 0.8, "f1": 0.79}})
+    summary = summarize(speed, {"sftlib": {"accuracy": 0.8, "macro_f1": 0.79}})
     assert summary["recipes"]["tutorial"]["samples_per_s"] == 2  # the median, not the mean
     assert summary["ratios"]["sftlib/tutorial"]["samples_per_s"] == pytest.approx(25.0)
     assert summary["ratios"]["sftlib/plain"]["tokens_per_s"] == pytest.approx(2.5)
