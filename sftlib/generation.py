@@ -9,7 +9,8 @@ Overlap scores are small pure functions over lower-cased word tokens (`\\w+`):
 - `token_f1`: the harmonic mean of precision and recall of the bag of tokens (SQuAD's F1);
 - `rouge_l`: F-measure of the longest common subsequence (Lin, 2004), word order counting.
 Written here because `rouge-score` pulls in nltk and absl for about thirty lines of logic;
-on the same tokens, `rouge_l` equals rouge-score's `rougeL` F-measure without stemming.
+`rouge_l` follows its `rougeL` F-measure without stemming (rouge-score keeps only [a-z0-9]
+in tokens; `\\w` also keeps accented letters and other scripts).
 Both are crude: a correct answer in other words scores low. Read the generations too.
 
 Not supported: sampling strategies beyond greedy, streaming, stop strings.

@@ -359,8 +359,10 @@ def mask_html(example: dict[str, Any], tokenizer: PreTrainedTokenizerBase) -> st
                      f'{"trained" if row["trained"] else "label -100"}" '
                      f'style="{style};border:1px solid #fff;white-space:pre-wrap">{piece}</span>')
     trained = int(frame["trained"].sum())
-    header = (f"<div><b>{len(frame)} tokens, {trained} trained</b> "
+    cut = example.get("length", len(frame)) - len(frame)
+    header = (f'<div style="margin-top:0.8em"><b>{len(frame)} tokens, {trained} trained</b> '
               '(<span style="background:#b7efb2">green: in the loss</span>, '
-              '<span style="background:#eeeeee;color:#777">grey: label -100</span>)</div>')
+              '<span style="background:#eeeeee;color:#777">grey: label -100</span>)'
+              + (f"; {cut} more tokens cut off at max_length" if cut > 0 else "") + "</div>")
     return header + '<div style="font-family:monospace;line-height:1.7">' + "".join(spans) \
         + "</div>"

@@ -444,13 +444,14 @@ def prepare_instruction_data(cfg: RunConfig, dataset: datasets.DatasetDict,
 
 def lm_loss(trainer: Trainer, ds: datasets.Dataset) -> dict[str, float]:
     """Exact mean cross-entropy per trained (response) token over `ds`, and perplexity:
-    token losses and counts summed over every batch and process, then divided once."""
+    token losses and counts summed over every batch and process, then divided once (under
+    torchrun, accelerate may repeat a few examples to even out the last batch)."""
     model = trainer.model
     was_training = model.training
     model.eval()
     total = torch.zeros((), dtype=torch.float64, device=trainer.args.device)
     count = torch.zeros((), dtype=torch.int64, device=trainer.args.device)
-    with torch.inference_mode():
+    with torch.inference_mode(), trainer.autocast_smart_context_manager():
         for batch in trainer.get_eval_dataloader(ds.select_columns(model_columns(ds))):
             batch = trainer._prepare_inputs(batch)
             labels = batch.pop("labels")[:, 1:]

@@ -14,7 +14,7 @@ from sftlib.pipeline import NOTEBOOKS, run_pipeline
 ROOT = Path(__file__).resolve().parents[1]
 TINY_INSTRUCTION = {
     "task": "instruction", "model": "smollm2-135m-instruct", "dataset": "alpaca-demo",
-    "metric_for_best": "loss", "train_subset": 24, "eval_subset": 6, "max_length": 96,
+    "metric_for_best": "loss", "train_subset": 24, "eval_subset": 6, "max_length": 128,
     "max_steps": 3, "batch_size": 4, "eval_batch_size": 4, "logging_steps": 1,
     "eval_strategy": "steps", "eval_steps": 2, "plot_interval_s": 0.0, "save_total_limit": 1,
     "packing": True, "lora": True, "lora_r": 4, "eval_generations": 2, "max_new_tokens": 8,
