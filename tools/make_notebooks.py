@@ -251,12 +251,12 @@ word in the label ($i$) and elsewhere ($j$), and the prior $\alpha$ is its count
 split. The table's rows are ranks, its columns labels. Look for: words that should not decide
 the label (names, a source's boilerplate): shortcuts the model will take.
 """),
-    ("code", """
+    *only_for("classification", [("code", """
 words = data_report.distinctive_words(rows)
 report.table(words, "distinctive_words", index=False)
 report.figure(data_report.distinctive_words_figure(words), "distinctive_words")
 words.pivot(index="rank", columns="label", values="word")
-"""),
+""")]),
     ("md", """
 ## Browse rows per label
 Read the data with your own eyes. In JupyterLab, pick a label and page through its training
