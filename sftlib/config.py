@@ -6,8 +6,11 @@ validated here: an unknown key, a wrong type or an impossible combination is one
 `ConfigError` naming the key and what is allowed, raised before any model or data
 is loaded.
 
-Supported: the `classification` task (encoder + classification head). The
-`instruction` task is reserved in the schema but rejected until it is built.
+Supported tasks: `classification` (encoder + classification head) and `instruction`
+(causal-LM SFT on chat-formatted examples, loss on the response tokens only, optional
+packing and LoRA). Every option that belongs to one task only is rejected for the other,
+so a setting is never silently ignored. `configs/instruction.yaml` holds the instruction
+defaults (the field defaults below are the classification task's).
 Not supported: nested configs, per-stage overrides, environment-variable config.
 """
 
@@ -23,7 +26,9 @@ from typing import Any, Literal, Union
 
 import yaml
 
-TASKS = ("classification",)
+TASKS = ("classification", "instruction")
+TRUNCATED_RESPONSES = ("drop", "error")
+CHAT_TEMPLATES = ("auto", "fallback")
 SCHEDULES = ("linear", "cosine", "exponential", "constant")
 HF_SCHEDULES = ("hf:linear", "hf:cosine", "hf:cosine_with_restarts", "hf:polynomial",
                 "hf:constant", "hf:constant_with_warmup", "hf:inverse_sqrt")
@@ -41,7 +46,7 @@ class RunConfig:
     """Every knob of a run. Each default has a one-line reason."""
 
     # --- what to train
-    task: str = "classification"  # the seed tutorial's task; "instruction" comes later
+    task: str = "classification"  # classification | instruction (configs/instruction.yaml)
     model: str = "minilm-l6"  # offline asset; a hub id or a local folder works too
     dataset: str = "rotten-tomatoes"  # offline asset; a file, a folder or "hub:glue/sst2" works too
     dataset_config: str | None = None  # hub dataset config name (e.g. "sst2" for glue)
@@ -79,6 +84,18 @@ class RunConfig:
     early_stopping_patience: int = 0  # evaluations without improvement before stopping; 0 = off
     save_total_limit: int = 2  # checkpoints kept on disk (the best one is always kept)
     logging_steps: int = 10  # how often the loss is logged and plotted
+
+    # --- instruction task only (causal-LM SFT; sftlib.instruct)
+    chat_template: str = "auto"  # auto: the tokenizer's own, else ChatML; "fallback" forces ChatML
+    truncated_responses: str = "drop"  # examples whose response max_length cuts off entirely
+    packing: bool = False  # several examples per sequence up to max_length, attention kept apart
+    lora: bool = False  # train low-rank adapters (peft) instead of every weight
+    lora_r: int = 16  # adapter rank: 16 is a common start for a small model
+    lora_alpha: float = 32.0  # scale alpha / r = 2, the usual choice
+    lora_dropout: float = 0.05  # on the adapter input
+    lora_target_modules: str = "all-linear"  # or comma-separated names, e.g. "q_proj,v_proj"
+    max_new_tokens: int = 96  # greedy generation length in notebooks 04 and 05
+    eval_generations: int = 8  # held-out prompts generated for side by side with references
 
     # --- outputs
     output_dir: str = "reports/interactive"  # relative to the project root; runs get their own
@@ -205,10 +222,9 @@ def validate(cfg: RunConfig) -> None:
     hints = typing.get_type_hints(RunConfig)
     for f in dataclasses.fields(cfg):
         _coerce(f.name, getattr(cfg, f.name), hints[f.name])
-    if cfg.task == "instruction":
-        raise ConfigError("task: 'instruction' (causal-LM SFT) is not built yet; "
-                          "use 'classification'")
     _one_of(cfg, "task", TASKS)
+    _one_of(cfg, "chat_template", CHAT_TEMPLATES)
+    _one_of(cfg, "truncated_responses", TRUNCATED_RESPONSES)
     _one_of(cfg, "schedule", SCHEDULES + HF_SCHEDULES)
     _one_of(cfg, "precision", PRECISIONS)
     _one_of(cfg, "eval_strategy", EVAL_STRATEGIES)
@@ -245,3 +261,58 @@ def validate(cfg: RunConfig) -> None:
                           "'epoch' or 'steps'")
     if not cfg.output_dir:
         raise ConfigError("output_dir: must name a folder")
+    for key in ("lora_r", "max_new_tokens", "eval_generations"):
+        _at_least(cfg, key, 1)
+    _at_least(cfg, "lora_alpha", 0, strict=True)
+    if not 0 <= cfg.lora_dropout < 1:
+        raise ConfigError(f"lora_dropout: must be in [0, 1), got {cfg.lora_dropout}")
+    if not cfg.lora_target_modules.strip():
+        raise ConfigError("lora_target_modules: 'all-linear' or comma-separated module names")
+    if cfg.task == "instruction":
+        _validate_instruction(cfg)
+    else:
+        _reject_instruction_options(cfg)
+
+
+INSTRUCTION_ONLY = ("chat_template", "truncated_responses", "packing", "lora", "lora_r",
+                    "lora_alpha", "lora_dropout", "lora_target_modules", "max_new_tokens",
+                    "eval_generations")
+CLASSIFICATION_ONLY = ("text_column", "label_column")
+INSTRUCTION_HINT = "configs/instruction.yaml sets every instruction default"
+
+
+def _changed(cfg: RunConfig, keys: tuple[str, ...]) -> list[str]:
+    defaults = {f.name: f.default for f in dataclasses.fields(RunConfig)}
+    return [key for key in keys if getattr(cfg, key) != defaults[key]]
+
+
+def _reject_instruction_options(cfg: RunConfig) -> None:
+    changed = _changed(cfg, INSTRUCTION_ONLY)
+    if changed:
+        raise ConfigError(f"{', '.join(changed)}: only for task 'instruction' (causal-LM SFT); "
+                          f"task is {cfg.task!r}. Remove them, or set task=instruction "
+                          f"({INSTRUCTION_HINT})")
+
+
+def _validate_instruction(cfg: RunConfig) -> None:
+    from sftlib.assets import ASSETS
+
+    changed = _changed(cfg, CLASSIFICATION_ONLY)
+    if changed:
+        raise ConfigError(f"{', '.join(changed)}: only for task 'classification'; instruction "
+                          "data is read from instruction/input/output, prompt/response or "
+                          "messages columns")
+    for key, wanted in (("model", "smollm2-135m-instruct"), ("dataset", "alpaca-demo")):
+        asset = ASSETS.get(getattr(cfg, key))
+        if asset is not None and asset.task not in (None, "instruction"):
+            raise ConfigError(f"{key}: {getattr(cfg, key)!r} is a {asset.task} asset; task "
+                              f"'instruction' needs a causal LM and chat data, e.g. "
+                              f"{key}={wanted} ({INSTRUCTION_HINT}: "
+                              "sftlib run --config configs/instruction.yaml)")
+    if cfg.metric_for_best != "loss":
+        raise ConfigError(f"metric_for_best: {cfg.metric_for_best!r} does not exist for task "
+                          "'instruction'; use 'loss' (validation loss per response token)")
+    lora_options = _changed(cfg, ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules"))
+    if lora_options and not cfg.lora:
+        raise ConfigError(f"{', '.join(lora_options)}: LoRA options without lora=true; set "
+                          "lora=true, or leave them at their defaults")

@@ -78,12 +78,19 @@ def dedupe(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.loc[~keys.duplicated()].reset_index(drop=True)
 
 
+def _label_groups(frame: pd.DataFrame):
+    """(label, rows) per label; one group of all rows for data without labels (instruction)."""
+    return frame.groupby("label", sort=True) if "label" in frame else [(None, frame)]
+
+
 def hash_split(frame: pd.DataFrame, shares: tuple[float, ...] = SPLIT_SHARES,
-               names: tuple[str, ...] = SPLITS) -> dict[str, pd.DataFrame]:
-    """Stratified split by rank of text hash within each label (see module docstring)."""
-    frame = frame.assign(_hash=frame["text"].map(text_hash))
+               names: tuple[str, ...] = SPLITS, key: str = "text") -> dict[str, pd.DataFrame]:
+    """Stratified split by rank of the hash of column `key` within each label (see the
+    module docstring). Instruction data splits by its prompt, so one prompt with two
+    answers never sits in two splits."""
+    frame = frame.assign(_hash=frame[key].map(text_hash))
     parts: dict[str, list[pd.DataFrame]] = {name: [] for name in names}
-    for _, group in frame.groupby("label", sort=True):
+    for _, group in _label_groups(frame):
         group = group.sort_values("_hash", kind="stable")
         bounds = _cut_points(len(group), shares)
         for name, start, stop in zip(names, bounds[:-1], bounds[1:]):
@@ -108,7 +115,7 @@ def stratified_take(frame: pd.DataFrame, n: int) -> pd.DataFrame:
     share = n / len(frame)
     frame = frame.assign(_hash=frame["text"].map(text_hash))
     picked = [g.sort_values("_hash").iloc[: max(1, round(len(g) * share))]
-              for _, g in frame.groupby("label", sort=True)]
+              for _, g in _label_groups(frame)]
     return pd.concat(picked).sort_values("_hash").drop(columns="_hash").head(n) \
         .reset_index(drop=True)
 
@@ -258,6 +265,17 @@ def load_pool(spec: str, text_column: str = "text", label_column: str = "label",
     return None
 
 
+def load_pool_from_config(cfg: Any) -> pd.DataFrame | None:
+    """The rows of the config's single-pool source before dedupe and splitting (see
+    `load_pool`; instruction data: `instruction_data.load_instruction_pool`), or None."""
+    if cfg.task == "instruction":
+        from sftlib import instruction_data
+
+        return instruction_data.load_instruction_pool(cfg.dataset)
+    pool = load_pool(cfg.dataset, cfg.text_column, cfg.label_column)
+    return pool[0] if pool else None
+
+
 def load_frames(spec: str, text_column: str = "text", label_column: str = "label",
                 dataset_config: str | None = None,
                 ) -> tuple[dict[str, pd.DataFrame], list[str] | None]:
@@ -337,7 +355,13 @@ def load_data(spec: str, text_column: str = "text", label_column: str = "label",
 
 
 def load_from_config(cfg: Any) -> datasets.DatasetDict:
-    """`load_data` with the dataset fields of a RunConfig."""
+    """`load_data` with the dataset fields of a RunConfig; for task "instruction",
+    `sftlib.instruction_data.load_instruction_data` (messages, prompt, response, text)."""
+    if cfg.task == "instruction":
+        from sftlib import instruction_data
+
+        return instruction_data.load_instruction_data(cfg.dataset, cfg.dataset_config,
+                                                      cfg.train_subset, cfg.eval_subset)
     return load_data(cfg.dataset, cfg.text_column, cfg.label_column, cfg.dataset_config,
                      cfg.train_subset, cfg.eval_subset)
 
@@ -349,7 +373,9 @@ Source = datasets.DatasetDict | dict[str, pd.DataFrame] | pd.DataFrame
 
 
 def label_names(dd: datasets.DatasetDict) -> list[str]:
-    return dd["train"].features["label"].names
+    """The ClassLabel names; [] for data without labels (instruction data)."""
+    feature = dd["train"].features.get("label")
+    return feature.names if isinstance(feature, datasets.ClassLabel) else []
 
 
 def rows_frame(source: Source) -> pd.DataFrame:

@@ -21,6 +21,10 @@ well under a second and gives the same weights every time. `save_pretrained` can
 quantized Linear layers, and a `torch.save`d quantized state dict loads only into a model
 quantized the same way by the same torch build.
 
+Instruction task: `export_chat_model` copies a fine-tuned causal LM (LoRA already merged)
+as a plain folder that `transformers.pipeline("text-generation")` and
+`sftlib.generation.ChatGenerator` load.
+
 Not supported: sentence pairs, multi-label heads, ONNX export, int8 on GPU (dynamic
 quantization has CPU kernels only), static (calibrated) quantization.
 """
@@ -220,3 +224,41 @@ def _trained_max_length(folder: Path) -> int | None:
         return None
     value = json.loads(config_path.read_text()).get("max_length")
     return value if isinstance(value, int) else None
+
+
+# instruction task: a causal LM folder that chats -------------------------------------------
+
+CHAT_EXPORT_FILE = "chat_export.json"
+
+
+def export_chat_model(model_dir: str | Path, dest: str | Path, replace: bool = False) -> Path:
+    """Copy a trained causal-LM folder (task "instruction") to `dest` as a plain model:
+    weights (LoRA adapters already merged by `train.save_final`; `adapter/` is left out),
+    tokenizer with its chat template, run_config.json, and `chat_export.json` describing it.
+
+    An existing `dest` is an error unless `replace` is set and it is an earlier chat export.
+    """
+    source = check_model_dir(model_dir)
+    config = json.loads((source / "config.json").read_text())
+    if not any(a.endswith("ForCausalLM") for a in config.get("architectures", [])):
+        raise ValueError(f"{source}: not a causal LM ({config.get('architectures')}); "
+                         "use export() for classifiers")
+    if (source / "adapter_config.json").is_file():
+        raise ValueError(f"{source}: holds unmerged LoRA adapters; save it with "
+                         "sftlib.train.save_final, which merges them")
+    dest = resolve_path(dest)
+    if dest.exists():
+        if not (replace and (dest / CHAT_EXPORT_FILE).is_file()):
+            raise FileExistsError(f"{dest} already exists and is not an earlier chat export; "
+                                  "choose a new folder or remove it first")
+        print(f"replacing the earlier export in {dest}")
+        shutil.rmtree(dest)
+    shutil.copytree(source, dest, ignore=shutil.ignore_patterns(
+        "adapter", "checkpoint-*", "*.pt", "training_args.bin"))
+    run_config = json.loads((dest / "run_config.json").read_text()) \
+        if (dest / "run_config.json").is_file() else {}
+    (dest / CHAT_EXPORT_FILE).write_text(json.dumps({
+        "task": "instruction", "architecture": config["architectures"][0],
+        "base_model": run_config.get("model"), "lora_merged": bool(run_config.get("lora")),
+        "max_length": run_config.get("max_length")}, indent=2) + "\n")
+    return dest

@@ -87,7 +87,8 @@ def draw_panels(runs: dict[str, pd.DataFrame], metric: str = "accuracy",
                            (axes[4], "tokens_per_s"), (axes[5], "grad_norm")):
             if column in train and train[column].notna().any():
                 ax.plot(train["step"], train[column], label=label)
-    titles = [("Loss (cross-entropy)", "loss (nats / example)"),
+    unit = "response token" if metric == "perplexity" else "example"  # instruction: per token
+    titles = [("Loss (cross-entropy)", f"loss (nats / {unit})"),
               (f"Validation {metric}", metric), ("Learning rate", "learning rate"),
               ("Throughput", "samples / s"), ("Throughput (non-pad tokens)", "tokens / s"),
               ("Gradient norm (before clipping)", "L2 norm")]

@@ -35,7 +35,8 @@ from sftlib.report import Report, new_run_dir, project_root, write_json_atomic
 NOTEBOOKS = ("01_data_inspection", "02_tokenization", "03_fine_tuning", "04_error_analysis",
              "05_deployment")
 PACKAGES = ("torch", "transformers", "datasets", "accelerate", "tokenizers", "scikit-learn",
-            "pandas", "numpy", "matplotlib", "papermill", "nbconvert", "ipykernel")
+            "pandas", "numpy", "matplotlib", "papermill", "nbconvert", "ipykernel", "peft",
+            "gguf")
 
 
 class _DropUnknownParameterWarnings(logging.Filter):
@@ -81,6 +82,8 @@ def preflight(cfg: RunConfig, log: Callable[[str], None] = print) -> dict:
     leakage and conflicting labels (warned, or `DataQualityError` with `strict_data`)."""
     from sftlib import data, data_report
 
+    if cfg.task == "instruction":
+        return preflight_instruction(cfg, log)
     model_path = assets.resolve_model(cfg.model, log=log)
     dataset = data.load_from_config(cfg)
     sizes = {split: len(ds) for split, ds in dataset.items()}
@@ -95,6 +98,35 @@ def preflight(cfg: RunConfig, log: Callable[[str], None] = print) -> dict:
     return {"model_path": model_path, "split_sizes": sizes,
             "label_names": dataset["train"].features["label"].names,
             "data_findings": findings}
+
+
+def preflight_instruction(cfg: RunConfig, log: Callable[[str], None] = print) -> dict:
+    """The instruction task's checks: a causal LM, a usable chat template, non-empty splits,
+    and the examples whose response max_length cuts off entirely (counted; with
+    truncated_responses="error", a TruncationError before any notebook runs)."""
+    from transformers import AutoConfig
+
+    from sftlib import data, instruct, tokens
+
+    model_path = assets.resolve_model(cfg.model, log=log)
+    architectures = AutoConfig.from_pretrained(model_path).architectures or []
+    if not any(a.endswith("ForCausalLM") for a in architectures):
+        raise ValueError(f"model {cfg.model!r} is not a causal language model ({architectures}); "
+                         "task 'instruction' needs one, e.g. model=smollm2-135m-instruct")
+    dataset = data.load_from_config(cfg)
+    sizes = {split: len(ds) for split, ds in dataset.items()}
+    for split, size in sizes.items():
+        if size == 0:
+            raise ValueError(f"dataset {cfg.dataset!r}: split {split} is empty")
+    tokenizer = tokens.load_tokenizer(cfg.model)
+    template = instruct.prepare_tokenizer(tokenizer, cfg.chat_template)
+    lost = None
+    if cfg.max_length != "auto":
+        encoded = instruct.encode_splits(dataset, tokenizer, int(cfg.max_length))
+        _, lost = instruct.apply_truncation_policy(encoded, cfg.truncated_responses,
+                                                   int(cfg.max_length), log=log)
+    return {"model_path": model_path, "split_sizes": sizes, "chat_template": template,
+            "responses_lost_to_truncation": lost}
 
 
 def package_versions() -> dict[str, str]:

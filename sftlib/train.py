@@ -1,4 +1,4 @@
-"""Build and run a `transformers.Trainer` from a RunConfig (classification task).
+"""Build and run a `transformers.Trainer` from a RunConfig, for both tasks.
 
 Trainer brings the loop, checkpointing, accelerate / torchrun / FSDP; this module only
 chooses settings and adds what Trainer lacks:
@@ -12,11 +12,22 @@ bf16 autocast on GPUs that support it with tf32 matmuls, fused AdamW on CUDA, SD
 attention, evaluation batches larger than training batches. Weight decay skips biases and
 LayerNorm weights (Trainer's `get_decay_parameter_names`).
 
-Not supported: multi-label or regression heads, sentence pairs, the `instruction` task.
+Task "instruction" (causal-LM SFT) branches inside the same functions: chats are encoded
+with response-only labels by `sftlib.instruct` (optionally packed), the model is an
+`AutoModelForCausalLM` with the KV cache off while training (transformers 5 skips the
+packed-sequence mask whenever a cache exists), optionally wrapped in LoRA adapters
+(`apply_lora`, peft), and `save_final` merges the adapters so the saved folder is a plain
+model. Its metrics are the exact mean cross-entropy per response token and its exponential,
+the perplexity (`lm_loss`); Trainer's own eval_loss, plotted live, is a mean of batch means.
+Trainer plus `sftlib.instruct.CausalLMCollator`, not TRL's SFTTrainer: see `sftlib.instruct`.
+
+Not supported: multi-label or regression heads, sentence pairs, reward / preference
+training, QLoRA (4-bit bases).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -30,6 +41,7 @@ import numpy as np
 import torch
 from sklearn.metrics import accuracy_score, f1_score
 from transformers import (
+    AutoModelForCausalLM,
     AutoModelForSequenceClassification,
     DataCollatorWithPadding,
     EarlyStoppingCallback,
@@ -43,6 +55,7 @@ from transformers import (
 
 from sftlib import assets, schedules
 from sftlib.config import RunConfig
+from sftlib.instruct import CausalLMCollator
 
 log = logging.getLogger("sftlib.train")
 CONFIG_FILENAME = "run_config.json"
@@ -106,6 +119,38 @@ def build_model(cfg: RunConfig, label_names: list[str], hardware: Hardware):
     )
 
 
+def build_causal_lm(cfg: RunConfig, hardware: Hardware):
+    """The pretrained causal LM (fp32 weights; autocast decides the compute precision),
+    with the KV cache off for training: with a cache, transformers 5 ignores the example
+    boundaries that packed position_ids mark. Wrapped in LoRA adapters when cfg.lora."""
+    set_seed(cfg.seed)  # LoRA's adapter initialization depends on it
+    model = AutoModelForCausalLM.from_pretrained(
+        assets.resolve_model(cfg.model), attn_implementation=hardware.attn_implementation,
+        dtype=torch.float32)
+    model.config.use_cache = False
+    return apply_lora(model, cfg) if cfg.lora else model
+
+
+def apply_lora(model, cfg: RunConfig):
+    """peft LoRA adapters on `cfg.lora_target_modules` ("all-linear": every linear layer but
+    the output head); only the adapters train."""
+    from peft import LoraConfig, get_peft_model
+
+    targets = cfg.lora_target_modules.strip()
+    config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                        target_modules=targets if targets == "all-linear"
+                        else [t.strip() for t in targets.split(",") if t.strip()],
+                        task_type="CAUSAL_LM")
+    return get_peft_model(model, config)
+
+
+def trainable_share(model) -> dict[str, float]:
+    """Trainable and total parameters, and the trainable share (LoRA: a few percent)."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return {"trainable": trainable, "total": total, "share": trainable / total}
+
+
 def training_arguments(cfg: RunConfig, output_dir: str | Path, hardware: Hardware,
                        ) -> TrainingArguments:
     """Map RunConfig onto TrainingArguments (the performance defaults live here)."""
@@ -124,7 +169,9 @@ def training_arguments(cfg: RunConfig, output_dir: str | Path, hardware: Hardwar
         bf16=hardware.bf16,
         fp16=hardware.fp16,
         tf32=True if hardware.device == "cuda" else None,
-        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
+        # packed rows are all about max_length long: grouping them by length gains nothing
+        train_sampling_strategy="group_by_length" if cfg.group_by_length and not cfg.packing
+        else "random",
         eval_strategy=cfg.eval_strategy,
         eval_steps=cfg.eval_steps if cfg.eval_strategy == "steps" else None,
         save_strategy=cfg.eval_strategy if evaluating else "epoch",
@@ -138,8 +185,9 @@ def training_arguments(cfg: RunConfig, output_dir: str | Path, hardware: Hardwar
         logging_first_step=True,
         include_num_input_tokens_seen="non_padding",
         # classification loss is a per-example mean; Trainer's token averaging would scale it
-        # by the number of processes under torchrun (seen: loss 1.39 instead of 0.69 on 2 ranks)
-        average_tokens_across_devices=False,
+        # by the number of processes under torchrun (seen: loss 1.39 instead of 0.69 on 2 ranks).
+        # The causal-LM loss is a mean over response tokens: averaged over all processes' tokens
+        average_tokens_across_devices=cfg.task == "instruction",
         seed=cfg.seed,
         full_determinism=cfg.deterministic,
         report_to="none",
@@ -165,6 +213,13 @@ class WorkbenchTrainer(Trainer):
             self._created_lr_scheduler = True
         return self.lr_scheduler
 
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        """Adds the perplexity next to every evaluation loss of the instruction task."""
+        if self.run_config.task == "instruction":
+            for key in [k for k in logs if k.endswith("_loss") and k != "train_loss"]:
+                logs[key.removesuffix("loss") + "perplexity"] = math.exp(min(logs[key], 50.0))
+        super().log(logs, *args, **kwargs)
+
     def _save_checkpoint(self, model, trial):
         super()._save_checkpoint(model, trial)
         if self.args.should_save:  # rank 0 only
@@ -181,23 +236,33 @@ def build_trainer(cfg: RunConfig, model, tokenizer: PreTrainedTokenizerBase,
     callbacks = list(callbacks or [])
     if cfg.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(cfg.early_stopping_patience))
-    columns = ["input_ids", "attention_mask", "label"]
-    if "token_type_ids" in tokenized["train"].column_names:
-        columns.append("token_type_ids")
+    multiple = 8 if hardware.device == "cuda" else None
+    if cfg.task == "instruction":
+        collator = CausalLMCollator(tokenizer.pad_token_id, pad_to_multiple_of=multiple)
+        metrics_fn = None  # loss only: logits of a whole split over a 49k vocabulary are GBs
+    else:
+        collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=multiple)
+        metrics_fn = compute_metrics
     trainer = WorkbenchTrainer(
         model=model,
         args=args or training_arguments(cfg, output_dir, hardware),
-        train_dataset=tokenized["train"].select_columns(columns),
-        eval_dataset=tokenized["validation"].select_columns(columns),
+        train_dataset=tokenized["train"].select_columns(model_columns(tokenized["train"])),
+        eval_dataset=tokenized["validation"].select_columns(
+            model_columns(tokenized["validation"])),
         processing_class=tokenizer,
-        data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8
-                                              if hardware.device == "cuda" else None),
-        compute_metrics=compute_metrics,
+        data_collator=collator,
+        compute_metrics=metrics_fn,
         callbacks=callbacks,
         run_config=cfg,
     )
     trainer.remove_callback(PrinterCallback)  # the live callback prints concise lines instead
     return trainer
+
+
+def model_columns(ds: datasets.Dataset) -> list[str]:
+    """The columns the model reads: the rest (counts, lengths) stays out of the batches."""
+    wanted = ("input_ids", "attention_mask", "token_type_ids", "position_ids", "label", "labels")
+    return [c for c in wanted if c in ds.column_names]
 
 
 def complete_checkpoints(folder: str | Path) -> list[Path]:
@@ -254,12 +319,34 @@ def check_resume_config(checkpoint: str | None, cfg: RunConfig) -> None:
 
 
 def save_final(trainer: Trainer, cfg: RunConfig, folder: str | Path) -> Path:
-    """Model + tokenizer + RunConfig in one folder that `from_pretrained` loads."""
+    """Model + tokenizer + RunConfig in one folder that `from_pretrained` loads.
+
+    LoRA runs are saved merged (adapters folded into the weights: a plain model that needs
+    no peft to load), with the adapters alone in `adapter/` beside it."""
     folder = Path(folder)
-    trainer.save_model(str(folder))
+    if getattr(trainer.model, "peft_config", None):
+        if trainer.args.should_save:
+            trainer.model.save_pretrained(folder / "adapter")
+            merged = copy.deepcopy(trainer.model).merge_and_unload()
+            _save_plain_lm(merged, trainer.processing_class, folder)
+    elif cfg.task == "instruction":
+        if trainer.args.should_save:
+            _save_plain_lm(trainer.model, trainer.processing_class, folder)
+    else:
+        trainer.save_model(str(folder))
     if trainer.args.should_save:
         cfg.save(folder / CONFIG_FILENAME)
     return folder
+
+
+def _save_plain_lm(model, tokenizer, folder: Path) -> None:
+    """A causal LM saved for inference: the KV cache (off while training) back on."""
+    model.config.use_cache = True
+    try:
+        model.save_pretrained(folder)
+    finally:
+        model.config.use_cache = False
+    tokenizer.save_pretrained(folder)
 
 
 # one call per stage: what notebook 03 and `sftlib train` both use ---------------------
@@ -311,22 +398,85 @@ def prepare_training(cfg: RunConfig, output_dir: str | Path, notebook: bool | No
     log_fn(f"[train] {hardware.describe()}")
     dataset = data.load_from_config(cfg)
     tokenizer = tokens.load_tokenizer(cfg.model)
-    max_length = tokens.resolve_max_length(cfg.max_length, tokenizer, dataset)
-    tokenized = tokens.tokenize_splits(dataset, tokenizer, max_length)
-    model = build_model(cfg, data.label_names(dataset), hardware)
+    if cfg.task == "instruction":
+        max_length, tokenized = prepare_instruction_data(cfg, dataset, tokenizer, log_fn)
+        model = build_causal_lm(cfg, hardware)
+        share = trainable_share(model)
+        log_fn(f"[train] {'LoRA' if cfg.lora else 'full fine-tuning'}: {share['trainable']:,} "
+               f"of {share['total']:,} parameters train ({share['share']:.2%})")
+        metric = "perplexity"
+    else:
+        max_length = tokens.resolve_max_length(cfg.max_length, tokenizer, dataset)
+        tokenized = tokens.tokenize_splits(dataset, tokenizer, max_length)
+        model = build_model(cfg, data.label_names(dataset), hardware)
+        metric = cfg.metric_for_best if cfg.metric_for_best != "loss" else "accuracy"
     live = LivePlotCallback(output_dir / "metrics.jsonl", output_dir / "figures" / "training.png",
-                            interval_s=cfg.plot_interval_s,
-                            metric=cfg.metric_for_best if cfg.metric_for_best != "loss"
-                            else "accuracy", notebook=notebook, print_fn=log_fn,
-                            max_share=cfg.plot_max_share)
+                            interval_s=cfg.plot_interval_s, metric=metric, notebook=notebook,
+                            print_fn=log_fn, max_share=cfg.plot_max_share)
     trainer = build_trainer(cfg, model, tokenizer, tokenized, output_dir / "checkpoints",
                             hardware, callbacks=[live])
     return TrainingRun(cfg, hardware, dataset, tokenizer, tokenized, max_length, trainer, live)
 
 
+def prepare_instruction_data(cfg: RunConfig, dataset: datasets.DatasetDict,
+                             tokenizer: PreTrainedTokenizerBase, log_fn=print,
+                             ) -> tuple[int, datasets.DatasetDict]:
+    """Chats -> response-only labels at max_length; examples without any response token
+    left are dropped or rejected (cfg.truncated_responses); train packed when cfg.packing."""
+    from sftlib import instruct
+
+    template = instruct.prepare_tokenizer(tokenizer, cfg.chat_template)
+    max_length = cfg.max_length
+    if max_length == "auto":
+        from sftlib import tokens
+
+        rendered = instruct.render_text(datasets.DatasetDict({"train": dataset["train"]}),
+                                        tokenizer)
+        max_length = tokens.resolve_max_length("auto", tokenizer, rendered)
+    encoded = instruct.encode_splits(dataset, tokenizer, max_length)
+    encoded, _ = instruct.apply_truncation_policy(encoded, cfg.truncated_responses, max_length,
+                                                  log=log_fn)
+    log_fn(f"[train] chat template: {template}; max_length {max_length}")
+    if cfg.packing:
+        packed = instruct.pack_dataset(encoded["train"], max_length)
+        summary = instruct.packing_summary(encoded["train"], packed, max_length)
+        log_fn(f"[train] packing: {summary['examples']} examples in {summary['rows']} rows "
+               f"({summary['examples_per_row']} per row, {summary['fill']:.1%} of positions "
+               "real tokens)")
+        encoded["train"] = packed
+    return int(max_length), encoded
+
+
+def lm_loss(trainer: Trainer, ds: datasets.Dataset) -> dict[str, float]:
+    """Exact mean cross-entropy per trained (response) token over `ds`, and perplexity:
+    token losses and counts summed over every batch and process, then divided once (under
+    torchrun, accelerate may repeat a few examples to even out the last batch)."""
+    model = trainer.model
+    was_training = model.training
+    model.eval()
+    total = torch.zeros((), dtype=torch.float64, device=trainer.args.device)
+    count = torch.zeros((), dtype=torch.int64, device=trainer.args.device)
+    with torch.inference_mode(), trainer.autocast_smart_context_manager():
+        for batch in trainer.get_eval_dataloader(ds.select_columns(model_columns(ds))):
+            batch = trainer._prepare_inputs(batch)
+            labels = batch.pop("labels")[:, 1:]
+            logits = model(**batch, use_cache=False).logits[:, :-1].float()
+            total += torch.nn.functional.cross_entropy(
+                logits.flatten(0, 1), labels.flatten(), ignore_index=-100, reduction="sum")
+            count += (labels != -100).sum()
+    model.train(was_training)
+    total = trainer.accelerator.gather(total[None]).sum().item()
+    count = int(trainer.accelerator.gather(count[None]).sum().item())
+    loss = total / max(count, 1)
+    return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "tokens": count}
+
+
 def evaluate_splits(run: TrainingRun, splits: tuple[str, ...] = ("validation", "test"),
                     ) -> dict[str, dict[str, float]]:
-    """Loss, accuracy and macro-F1 of the (best) model on each split."""
+    """Loss, accuracy and macro-F1 of the (best) model on each split; for the instruction
+    task, loss per response token, perplexity and the number of response tokens."""
+    if run.cfg.task == "instruction":
+        return {split: lm_loss(run.trainer, run.tokenized[split]) for split in splits}
     results = {}
     columns = run.trainer.train_dataset.column_names
     for split in splits:

@@ -1,9 +1,13 @@
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from sftlib.config import ConfigError, RunConfig, load_config, parse_overrides
+
+INSTRUCTION = {"task": "instruction", "model": "smollm2-135m-instruct", "dataset": "alpaca-demo",
+               "metric_for_best": "loss"}
 
 
 def test_defaults_are_valid_and_round_trip():
@@ -34,7 +38,18 @@ def test_unknown_key_names_key_and_allowed_keys():
     ({"early_stopping_patience": 2, "eval_strategy": "no"}, "early_stopping_patience needs"),
     ({"precision": "int4"}, "precision: 'int4' is not one of"),
     ({"max_steps": 0}, "max_steps: -1 (use epochs) or a positive count"),
-    ({"task": "instruction"}, "task: 'instruction'"),
+    ({"task": "instruction"}, "model: 'minilm-l6' is a classification asset"),
+    ({"task": "instruction"}, "configs/instruction.yaml"),
+    ({"task": "summarize"}, "task: 'summarize' is not one of classification, instruction"),
+    ({"lora": True}, "lora: only for task 'instruction'"),
+    ({"packing": True}, "packing: only for task 'instruction'"),
+    ({**INSTRUCTION, "metric_for_best": "accuracy"}, "does not exist for task 'instruction'"),
+    ({**INSTRUCTION, "text_column": "body"}, "text_column: only for task 'classification'"),
+    ({**INSTRUCTION, "lora_r": 8}, "lora_r: LoRA options without lora=true"),
+    ({**INSTRUCTION, "lora": True, "lora_dropout": 1.0}, "lora_dropout: must be in [0, 1)"),
+    ({**INSTRUCTION, "truncated_responses": "keep"}, "truncated_responses: 'keep' is not one of"),
+    ({**INSTRUCTION, "dataset": "rotten-tomatoes"}, "dataset: 'rotten-tomatoes' is a "
+                                                     "classification asset"),
 ])
 def test_impossible_values_are_one_clear_error(values, fragment):
     with pytest.raises(ConfigError) as error:
@@ -82,3 +97,11 @@ def test_shipped_configs_are_valid():
     for path in sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")):
         load_config(path)
     assert load_config(Path(__file__).parents[1] / "configs" / "default.yaml") == RunConfig()
+
+
+def test_instruction_config_is_valid_with_its_options():
+    cfg = RunConfig.from_dict({**INSTRUCTION, "packing": True, "lora": True, "lora_r": 8,
+                               "lora_target_modules": "q_proj,v_proj"})
+    assert (cfg.task, cfg.lora_r, cfg.packing) == ("instruction", 8, True)
+    shipped = load_config(Path(__file__).parents[1] / "configs" / "instruction.yaml")
+    assert shipped.task == "instruction" and shipped.metric_for_best == "loss"

@@ -5,6 +5,7 @@ one place. Edit here and rerun `python tools/make_notebooks.py`, or edit a noteb
 JupyterLab and keep this file in step (tests/test_notebooks.py checks they agree).
 """
 
+import ast
 from pathlib import Path
 
 import nbformat
@@ -13,7 +14,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 ROOT = Path(__file__).resolve().parents[1]
 
 COMMON_PARAMETERS = '''# RunConfig fields; papermill overrides them (all keys: sftlib/config.py)
-task = "classification"
+task = "classification"  # or "instruction" (with the settings of configs/instruction.yaml)
 model = "minilm-l6"  # asset name, hub id or local folder
 dataset = "rotten-tomatoes"  # asset name, local CSV/JSONL/Parquet file or folder, hub id
 max_length = 128  # or "auto": the smallest multiple of 8 covering 99.5% of train
@@ -49,6 +50,47 @@ def notebook(cells, parameters=COMMON_PARAMETERS):
     return nb
 
 
+def guard(task, source):
+    """A code cell that runs only for `task`. The cell's last expression, displayed by
+    Jupyter at top level, is passed to display() explicitly inside the `if`."""
+    lines = source.strip("\n").splitlines()
+    last = ast.parse("\n".join(lines)).body[-1]
+    shown = isinstance(last, ast.Expr) and not lines[last.end_lineno - 1].rstrip().endswith(";")
+    if shown and not (isinstance(last.value, ast.Call) and getattr(last.value.func, "id", "")
+                      in ("print", "display")):
+        end, start = last.end_lineno - 1, last.lineno - 1
+        lines[end] = lines[end][:last.end_col_offset] + ")" + lines[end][last.end_col_offset:]
+        lines[start] = lines[start][:last.col_offset] + "display(" + lines[start][last.col_offset:]
+    return f'if cfg.task == "{task}":\n' + "\n".join("    " + line if line.strip() else line
+                                                     for line in lines)
+
+
+def only_for(task, cells):
+    """The cells with every code cell guarded by `if cfg.task == task`."""
+    return [(kind, guard(task, source) if kind == "code" else source) for kind, source in cells]
+
+
+def split_after_setup(cells):
+    """(title, parameters and setup cells; the rest): the head every task shares."""
+    setup = next(i for i, (kind, source) in enumerate(cells)
+                 if kind == "code" and source and source.startswith(SETUP))
+    return cells[:setup + 1], cells[setup + 1:]
+
+
+def task_sections(cells, instruction_cells):
+    """A notebook whose body differs by task: the shared head, the instruction section,
+    then the classification section (each code cell guarded by the task it belongs to)."""
+    head, classification = split_after_setup(cells)
+    return (head + only_for("instruction", instruction_cells)
+            + [("md", CLASSIFICATION_SECTION)] + only_for("classification", classification))
+
+
+CLASSIFICATION_SECTION = """
+# Classification task
+The sections below analyze a classifier (`task = "classification"`); for the instruction task
+their cells do nothing.
+"""
+
 NB01_PARAMETERS = COMMON_PARAMETERS + """
 strict_data = False  # True: leakage or conflicting labels stop the run instead of warning"""
 
@@ -78,12 +120,11 @@ machine and every library version, and exactly stratified. Data that comes with 
 (a folder of files, a hub dataset) is kept as given, so leakage is possible there.
 """),
     ("params", None),
-    ("code", SETUP + "\nfrom sftlib import data, data_report"),
+    ("code", SETUP + "\nfrom sftlib import data, data_report, instruct"),
     ("code", """
 dd = data.load_from_config(cfg)
 rows = data.rows_frame(dd)  # one row per example: split, text, label
-pool = data.load_pool(cfg.dataset, cfg.text_column, cfg.label_column)  # None: given splits
-pool = pool[0] if pool else None
+pool = data.load_pool_from_config(cfg)  # the rows before splitting; None: given splits
 dd
 """),
     ("md", """
@@ -102,7 +143,7 @@ Count and share of each label (rows) per split (columns). Look for: a smallest c
 the others (then accuracy alone flatters; watch macro-F1; a warning is printed under 10% of
 train), and shares that differ between splits (they should not, with stratified splits).
 """),
-    ("code", """
+    *only_for("classification", [("code", """
 balance = data.label_balance(rows)
 report.table(balance, "label_balance")
 report.figure(data.balance_figure(rows), "label_balance")
@@ -111,7 +152,7 @@ print(f"smallest label in train: {smallest['label']!r}, {smallest['share']:.1%}"
 if smallest["share"] < data_report.MIN_LABEL_SHARE:
     print("WARNING: a rare class; judge the model by macro-F1 and per-class recall")
 balance
-"""),
+""")]),
     ("md", """
 ## Text lengths
 Length in characters and in words, per split and per label. The table's rows are
@@ -126,6 +167,23 @@ report.figure(data.length_figure(rows, "words"), "length_histogram")
 report.figure(data.length_figure(rows, "chars"), "length_histogram_chars")
 lengths
 """),
+    ("md", """
+## Prompt and response lengths (instruction task)
+Instruction data is a prompt and a response, and their lengths matter differently. The prompt
+(with the system text and the template's markup) is read but never trained on: it costs compute.
+The response is what the model learns to write: whatever of it lies beyond `max_length` is never
+learned, and an example whose response is cut off entirely teaches nothing (notebook 02 counts
+them in tokens). Left: prompt lengths, right: response lengths, in words, per split; table rows:
+split x part. Look for: responses much longer than prompts (the usual case: the tail decides
+`max_length`), and one or two splits with a different shape (the hash split should prevent it).
+"""),
+    *only_for("instruction", [("code", """
+lengths_pr = instruct.prompt_response_lengths(dd)
+summary_pr = instruct.prompt_response_summary(lengths_pr)
+report.table(summary_pr, "prompt_response_lengths")
+report.figure(instruct.prompt_response_figure(lengths_pr), "prompt_response_lengths")
+summary_pr
+""")]),
     ("md", """
 ## Bad rows
 Rows that are empty, whitespace-only, a single word, far longer than the rest (above the
@@ -193,12 +251,12 @@ word in the label ($i$) and elsewhere ($j$), and the prior $\alpha$ is its count
 split. The table's rows are ranks, its columns labels. Look for: words that should not decide
 the label (names, a source's boilerplate): shortcuts the model will take.
 """),
-    ("code", """
+    *only_for("classification", [("code", """
 words = data_report.distinctive_words(rows)
 report.table(words, "distinctive_words", index=False)
 report.figure(data_report.distinctive_words_figure(words), "distinctive_words")
 words.pivot(index="rank", columns="label", values="word")
-"""),
+""")]),
     ("md", """
 ## Browse rows per label
 Read the data with your own eyes. In JupyterLab, pick a label and page through its training
@@ -255,7 +313,7 @@ the longer the sequences. Every number here is also printed by `sftlib tokens in
 and saved as `token_report.json` in the run folder.
 """),
     ("params", None),
-    ("code", SETUP + "\nimport pandas as pd\nfrom sftlib import data, tokens"),
+    ("code", SETUP + "\nimport pandas as pd\nfrom sftlib import data, instruct, tokens"),
     ("code", """
 dd = data.load_from_config(cfg)
 tokenizer = tokens.load_tokenizer(cfg.model)
@@ -264,6 +322,24 @@ print(f"tokenizer: {about['class']}, vocabulary {about['vocab_size']:,} tokens, 
       f"{about['model_max_length']}, {about['special_tokens_per_example']} special tokens added")
 pd.DataFrame(about["special_tokens"]).T.rename_axis("role")  # rows: special-token roles
 """),
+    ("md", """
+## The chat template (instruction task)
+A chat model reads conversations in the exact markup it was trained with: who speaks, where a
+turn ends. The tokenizer carries that markup as a Jinja *chat template*. `sftlib` uses the
+tokenizer's own template; a tokenizer without one gets sftlib's **fallback template**: ChatML
+turns (`<|im_start|>role`, a newline, the content) closed by the tokenizer's own
+end-of-sequence token, so no new embeddings are needed (`chat_template = "fallback"` forces
+it). From here on, `text` is the rendered conversation: every statistic below counts what the
+model reads, markup included.
+"""),
+    *only_for("instruction", [("code", """
+template = instruct.prepare_tokenizer(tokenizer, cfg.chat_template)
+print("chat template:", "the tokenizer's own" if template == "tokenizer" else "sftlib fallback")
+print(tokenizer.chat_template)
+dd = instruct.render_text(dd, tokenizer)
+print("--- the first training example, rendered ---")
+print(dd["train"][0]["text"])
+""")]),
     ("md", """
 ## Token lengths and truncation
 Untruncated token counts (special tokens included) for every example. The table gives, per
@@ -342,6 +418,62 @@ report.metrics("tokens", {"max_length": max_len, "suggested_max_length": suggest
                           "pad_share": {k: v["pad_share"] for k, v in schemes.items()},
                           "compute_ratio": {k: v["compute_ratio"] for k, v in schemes.items()}});
 """),
+    ("md", """
+## The loss mask: which tokens are trained (instruction task)
+Fine-tuning a chat model should teach it to *answer*, not to write prompts. So every token gets
+a label: the next-token target where the loss applies, and -100 (which PyTorch's cross-entropy
+skips) everywhere else. Only the assistant's response is trained, together with the
+end-of-turn token that closes it (`<|im_end|>` for SmolLM2): that is how the model learns to
+stop. The system text, the user's prompt and the template's markup, including the newline
+after the end-of-turn token, are read but not trained. Below, two training examples token by
+token: **green** tokens are in the loss, grey ones have label -100 (hover for position, id and
+label). Look for: the whole answer green, its end-of-turn token green, nothing else green.
+"""),
+    *only_for("instruction", [("code", """
+from IPython.display import HTML
+
+encoded = instruct.encode_splits(dd, tokenizer, max_len)
+for example in encoded["train"].select(range(2)):
+    display(HTML(instruct.mask_html(example, tokenizer)))
+""")]),
+    ("md", """
+## Truncation of prompt and response, separately (instruction task)
+Per split (rows): the share of examples whose prompt loses tokens at `max_length`, the share
+whose response does, the examples whose response is lost **entirely**, and the share of prompt
+and response tokens lost. Sequences are cut at the end, so the response goes first. An example
+without a single response token left has all labels -100: it would cost compute and teach
+nothing, so training drops it (`truncated_responses = "drop"`, counted and printed before
+training) or refuses to start (`"error"`). Look for: a response truncation share you can
+live with; if not, raise `max_length` (the CDF above shows what it covers).
+"""),
+    *only_for("instruction", [("code", """
+pr_truncation = instruct.truncation_table(encoded)
+report.table(pr_truncation, "prompt_response_truncation")
+report.metrics("instruction_tokens", {"max_length": max_len, "chat_template": template,
+               **pr_truncation.loc["train"].to_dict()})
+lost = int(pr_truncation["response_lost_entirely"].sum())
+print(f"{lost} example(s) lose their whole response at max_length {max_len}; "
+      f"truncated_responses={cfg.truncated_responses!r}: training "
+      f"{'drops them' if cfg.truncated_responses == 'drop' else 'stops if there are any'}")
+pr_truncation
+""")]),
+    ("md", """
+## Packing instead of padding (instruction task)
+Padding fills short examples with pad tokens; **packing** fills a row of `max_length` positions
+with several whole examples instead. Each example's position ids restart at 0, and transformers
+turns those restarts into a block-diagonal causal mask, so no token attends to another example
+and none is trained to predict the next example's first token (its label is -100). Below: how
+many examples share a row and the share of positions that hold real tokens, against the
+length-grouped padding above. `packing = True` trains this way; `benchmarks/bench_packing.py`
+measures the speed-up.
+"""),
+    *only_for("instruction", [("code", """
+packed = instruct.pack_dataset(encoded["train"], max_len)
+packing = instruct.packing_summary(encoded["train"], packed, max_len)
+report.metrics("packing", packing)
+print(f"length-grouped padding: {1 - waste.loc['length_grouped', 'pad_share']:.1%} real tokens")
+packing
+""")]),
 ]
 
 TRAIN_PARAMETERS = COMMON_PARAMETERS + '''
@@ -370,6 +502,14 @@ $$\mathcal{L} = -\log p_y = -z_y + \log \sum_j e^{z_j},$$
 averaged over the batch. It is 0 when the model puts all probability on the right class and
 grows without bound as it becomes confidently wrong. With two balanced classes, a model that
 knows nothing scores $\log 2 \approx 0.693$: the first point of the loss curve should sit there.
+
+**Instruction task.** A causal language model predicts every next token. With labels -100 on
+the prompt (notebook 02), the loss is the mean over the $N$ response tokens of
+$-\log p(x_t \mid x_{<t})$, and its exponential, the **perplexity** $e^{\mathcal{L}}$, is the
+number of equally likely tokens the model is effectively choosing among. A pretrained chat
+model starts far below $\log(\text{vocabulary size})$: it already answers; fine-tuning adapts
+its answers to the data's style. With `lora = True` only low-rank adapters train (peft): the
+printed share says how few parameters that is.
 """),
     ("params", None),
     ("code", SETUP + "\nfrom sftlib import schedules, train"),
@@ -392,6 +532,17 @@ The bold curve is the one this run uses.
 run = train.prepare_training(cfg, report.dir)
 print(run.hardware.describe(), f"| max_length {run.max_length} | {run.total_steps} optimizer steps")
 report.figure(schedules.schedule_figure(cfg, run.total_steps), "lr_schedules")
+"""),
+    ("md", r"""
+## Before training: the starting point
+The same evaluation as after training, on validation, before the first step: the baseline the
+run must beat (classification: a fresh head near $\log 2$ loss and chance accuracy; instruction:
+the pretrained chat model's loss and perplexity on the reference answers).
+"""),
+    ("code", """
+before = train.evaluate_splits(run, ("validation",))["validation"]
+report.metrics("before_training", before)
+before
 """),
     ("md", """
 ## Train, watching the curves
@@ -419,7 +570,8 @@ import pandas as pd
 scores = train.evaluate_splits(run)
 for split, values in scores.items():
     report.metrics(split, values)
-train.save_final(run.trainer, cfg, report.model_dir)
+train.save_final(run.trainer, cfg, report.model_dir)  # LoRA: adapters merged into the weights
+print(f"validation loss {before['loss']:.4f} before, {scores['validation']['loss']:.4f} after")
 pd.DataFrame(scores).T
 """),
 ]
@@ -766,12 +918,96 @@ pd.DataFrame([{"text": r["text"], "int8 label": r["label"], "int8 score": r["sco
 """),
 ]
 
+NB04_INSTRUCTION = [
+    ("md", """
+# Instruction task: generations next to the references
+For `task = "instruction"`, error analysis means reading what the model writes. We take the
+first `eval_generations` validation prompts (in hash order: a fixed, unbiased sample), let the
+model answer greedily before fine-tuning (`model`) and after (the run's `model/` folder), and
+set both next to the reference answer.
+
+Two overlap scores against the reference, over lower-cased words: **token F1**, the harmonic
+mean of the share of generated words found in the reference (precision) and of reference words
+found in the generation (recall); and **ROUGE-L**, the same with the longest common
+*subsequence*, so word order counts. Both reward wording, not correctness: a right answer in
+other words scores low, a fluent wrong one may score high. Read the table, not only the means.
+"""),
+    ("code", """
+from sftlib import generation
+
+dd = data.load_from_config(cfg)
+generators = {"before": generation.ChatGenerator(cfg.model, chat_template=cfg.chat_template),
+              "after": generation.ChatGenerator(report.model_dir)}
+generations = generation.generation_frame(generators, dd["validation"], cfg.eval_generations,
+                                          cfg.max_new_tokens)
+report.table(generations, "generations_validation", index=False);
+"""),
+    ("md", """
+Mean overlap per model (rows: before and after fine-tuning) and the mean length of the answers
+in words. Look for: the fine-tuned model closer to the references, and answers whose length
+matches the references' (the style of the data is what fine-tuning changes first).
+"""),
+    ("code", """
+overlap = generation.overlap_summary(generations)
+report.metrics("generation_validation", overlap.to_dict(orient="index"))
+overlap.round(4)
+"""),
+    ("md", """
+Side by side (rows: held-out prompts; the `after` answers are cut at `max_new_tokens`).
+"""),
+    ("code", """
+columns = ["prompt", "reference", "before", "after", "rouge_l_before", "rouge_l_after"]
+wrapped = {"white-space": "pre-wrap", "text-align": "left"}
+generations[columns].style.set_properties(**wrapped).format(precision=3)
+"""),
+]
+
+NB05_INSTRUCTION = [
+    ("md", """
+# Instruction task: export and chat
+For `task = "instruction"` the run's `model/` folder already holds a plain causal LM: with
+`lora = True` the adapters were merged into the weights when notebook 03 saved it (the adapters
+alone are kept in `model/adapter/`), so serving needs neither peft nor sftlib. The export adds
+`chat_export.json` (what the folder is) next to the weights, tokenizer, chat template and the
+`run_config.json` it was trained with.
+"""),
+    ("code", """
+from sftlib import generation
+
+export_dir = deploy.export_chat_model(report.model_dir, report.dir / "export", replace=True)
+sorted(p.name for p in export_dir.iterdir())
+"""),
+    ("md", """
+## Chat with the fine-tuned model
+New prompts, not in the data, answered greedily (rows: prompts).
+"""),
+    ("code", """
+import pandas as pd
+
+chat = generation.ChatGenerator(export_dir)
+new_prompts = ["Give three tips for staying healthy.", "What is the capital of France?",
+               "Rewrite this sentence in the passive voice: The cat chased the mouse."]
+pd.DataFrame({"prompt": new_prompts, "answer": chat.chat(new_prompts, cfg.max_new_tokens)})
+"""),
+    ("md", """
+The same folder with the plain `transformers` pipeline and no `sftlib` code: it applies the
+chat template saved with the tokenizer and returns the conversation with the new turn.
+"""),
+    ("code", """
+from transformers import pipeline
+
+chatbot = pipeline("text-generation", model=str(export_dir))
+messages = [{"role": "user", "content": new_prompts[1]}]
+chatbot(messages, max_new_tokens=cfg.max_new_tokens, do_sample=False)[0]["generated_text"][-1]
+"""),
+]
+
 NOTEBOOKS = {
     "01_data_inspection": notebook(NB01, NB01_PARAMETERS),
     "02_tokenization": notebook(NB02, NB02_PARAMETERS),
     "03_fine_tuning": notebook(NB03, TRAIN_PARAMETERS),
-    "04_error_analysis": notebook(NB04),
-    "05_deployment": notebook(NB05),
+    "04_error_analysis": notebook(task_sections(NB04, NB04_INSTRUCTION)),
+    "05_deployment": notebook(task_sections(NB05, NB05_INSTRUCTION)),
 }
 
 if __name__ == "__main__":

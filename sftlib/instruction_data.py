@@ -1,0 +1,219 @@
+"""Load instruction data (task "instruction") into a `datasets.DatasetDict` of chats.
+
+Every loader returns splits `train`, `validation` and `test`, each with the columns
+- `messages`: the conversation, a list of {"role", "content"} with roles system / user /
+  assistant: what training renders through the chat template (`sftlib.instruct`);
+- `prompt`: the contents before the last assistant turn, joined by blank lines;
+- `response`: the last assistant turn (the reference that generations are scored against);
+- `text`: every content joined by blank lines, so the generic statistics of notebooks 01
+  and 02 (`sftlib.data_report`, `sftlib.tokens`) read instruction data as they read texts.
+
+Row shapes, recognized by their columns:
+- Alpaca: `instruction`, optional `input`, `output` (optional `system`): the user turn is
+  the instruction, a blank line and the input (when there is one);
+- `prompt` with `completion` or `response`: one user turn, one assistant turn;
+- `messages`: a list of {"role", "content"}; content is a string, or a list of text parts
+  ({"type": "text", "text" or "value": ...}, as OpenAI- and LLaMA-Factory-style files hold).
+
+Sources: a local file (`.jsonl`, `.json`, `.csv`, `.parquet`, ...), a folder of split files
+(`train.jsonl`, `validation.jsonl`, ...: a missing split is carved out of train), the
+`alpaca-demo` asset, or a hub dataset id (`NAME` or `NAME:CONFIG`) where a hub is reachable.
+
+Splits we make reuse `sftlib.data`: exact duplicates (normalized whole conversation) are
+removed, then rows go 80/10/10 by rank of the sha256 of the normalized *prompt*, so the same
+prompt never sits in two splits. Rows that cannot be trained on (no assistant turn, an empty
+assistant turn, an unknown role) are a `DataError` with their count and the first such
+row: never dropped silently.
+
+Not supported: tool calls, multimodal parts, ShareGPT `conversations` with from / value keys
+(rename them to messages / role / content first).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+import pandas as pd
+
+from sftlib import assets, data
+from sftlib.data import DataError
+
+ROLES = ("system", "user", "assistant")
+FEATURES = datasets.Features({
+    "messages": datasets.List({"role": datasets.Value("string"),
+                               "content": datasets.Value("string")}),
+    "prompt": datasets.Value("string"),
+    "response": datasets.Value("string"),
+    "text": datasets.Value("string"),
+})
+ALPACA_DEMO_FILE = "alpaca_en_demo.json"
+
+
+# one row -> messages -------------------------------------------------------------------
+
+def _text(value: Any) -> str:
+    """A content value as a string: text parts joined; missing values empty."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list | tuple | np.ndarray):
+        return "".join(part.get("text") or part.get("value") or "" for part in value
+                       if isinstance(part, dict))
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return ""
+    return str(value)
+
+
+def alpaca_messages(instruction: str, input_text: str = "", output: str = "",
+                    system: str = "") -> list[dict[str, str]]:
+    """An Alpaca row as a chat: [system], user (instruction + blank line + input), assistant."""
+    user = instruction.strip() + (f"\n\n{input_text.strip()}" if input_text.strip() else "")
+    messages = [{"role": "system", "content": system}] if system.strip() else []
+    return messages + [{"role": "user", "content": user},
+                       {"role": "assistant", "content": output}]
+
+
+def _messages_of(raw: Any) -> list[dict[str, str]]:
+    return [{"role": str(m.get("role", "")), "content": _text(m.get("content"))}
+            for m in (raw if raw is not None else []) if isinstance(m, dict)]
+
+
+def frame_messages(frame: pd.DataFrame, source: str) -> list[list[dict[str, str]]]:
+    """The conversation of every row of `frame`, by the shape its columns show."""
+    columns = set(frame.columns)
+    if "messages" in columns:
+        return [_messages_of(raw) for raw in frame["messages"]]
+    if {"instruction", "output"} <= columns:
+        get = {c: frame[c].map(_text) if c in columns else pd.Series([""] * len(frame))
+               for c in ("instruction", "input", "output", "system")}
+        return [alpaca_messages(*row) for row in zip(get["instruction"], get["input"],
+                                                     get["output"], get["system"])]
+    answer = next((c for c in ("completion", "response") if c in columns), None)
+    if "prompt" in columns and answer:
+        return [alpaca_messages(_text(p), "", _text(a)) for p, a in
+                zip(frame["prompt"], frame[answer])]
+    raise DataError(f"{source}: not instruction data; expected columns instruction / input / "
+                    f"output, prompt / completion (or response), or messages; found "
+                    f"{sorted(columns)}")
+
+
+def conversation_problem(messages: list[dict[str, str]]) -> str | None:
+    """Why a conversation cannot be trained on, or None."""
+    roles = [m["role"] for m in messages]
+    unknown = sorted(set(roles) - set(ROLES))
+    if unknown:
+        return f"unknown role(s) {unknown} (allowed: {', '.join(ROLES)})"
+    if "assistant" not in roles:
+        return "no assistant turn (nothing to train on)"
+    if any(not m["content"].strip() for m in messages if m["role"] == "assistant"):
+        return "an empty assistant turn"
+    return None
+
+
+def split_prompt_response(messages: list[dict[str, str]]) -> tuple[list[dict[str, str]], str]:
+    """(the messages before the last assistant turn, that turn's content)."""
+    last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+    return messages[:last], messages[last]["content"]
+
+
+def instruction_frame(frame: pd.DataFrame, source: str) -> pd.DataFrame:
+    """Any accepted row shape -> messages / prompt / response / text (module docstring)."""
+    conversations = frame_messages(frame, source)
+    problems = [(i, p) for i, p in enumerate(map(conversation_problem, conversations)) if p]
+    if problems:
+        row, problem = problems[0]
+        raise DataError(f"{source}: {len(problems)} of {len(conversations)} rows cannot be "
+                        f"trained on; the first, row {row}: {problem}. Fix or remove them.")
+    prompts, responses = zip(*map(split_prompt_response, conversations)) \
+        if conversations else ((), ())
+    return pd.DataFrame({
+        "messages": conversations,
+        "prompt": ["\n\n".join(m["content"] for m in before) for before in prompts],
+        "response": list(responses),
+        "text": ["\n\n".join(m["content"] for m in conv) for conv in conversations],
+    })
+
+
+# sources -> splits ---------------------------------------------------------------------
+
+def split_pool(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Exact duplicates out, then 80/10/10 by the hash of the normalized prompt."""
+    return data.hash_split(data.dedupe(frame), key="prompt")
+
+
+def load_instruction_pool(spec: str) -> pd.DataFrame | None:
+    """The rows of a single-pool source (a file or the asset) before dedupe and splitting;
+    None for sources that come with splits (folders, hub)."""
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return instruction_frame(data.read_table(path), str(path))
+    if spec == "alpaca-demo" and not path.is_dir():
+        folder = assets.fetch(spec)
+        return instruction_frame(pd.read_json(folder / ALPACA_DEMO_FILE), spec)
+    return None
+
+
+def _split_files(folder: Path) -> Iterable[tuple[str, Path]]:
+    for file in sorted(folder.iterdir()):
+        split = data.SPLIT_ALIASES.get(file.name.split(".")[0].lower())
+        if split and file.suffix in (*data.FILE_READERS, ".bz2", ".gz"):
+            yield split, file
+
+
+def load_instruction_frames(spec: str, dataset_config: str | None = None,
+                            ) -> dict[str, pd.DataFrame]:
+    """Any instruction dataset spec -> pandas frames per split."""
+    pool = load_instruction_pool(spec)
+    if pool is not None:
+        return split_pool(pool)
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        frames = {}
+        for split, file in _split_files(path):
+            if split in frames:
+                raise DataError(f"{path}: more than one file for split {split!r}")
+            frames[split] = instruction_frame(data.read_table(file), str(file))
+        if not frames:
+            raise DataError(f"{path}: no train / validation / test files (e.g. train.jsonl)")
+        return data._complete_splits(frames)
+    if spec in assets.ASSETS:
+        raise DataError(f"asset {spec!r} is not instruction data; use alpaca-demo, a file, a "
+                        "folder or a hub dataset")
+    if data._looks_like_path(spec):
+        raise DataError(f"{spec}: no such file or folder (and not the alpaca-demo asset)")
+    return _load_hub(spec, dataset_config)
+
+
+def _load_hub(spec: str, dataset_config: str | None) -> dict[str, pd.DataFrame]:
+    name, _, config = spec.partition(":")
+    try:
+        loaded = datasets.load_dataset(name, config or dataset_config)
+    except Exception as error:  # the hub raises many types; all mean "not loadable"
+        raise DataError(f"could not load {spec!r} as a local file, folder, asset or hub dataset "
+                        f"({type(error).__name__}: {error})") from error
+    frames = {data.SPLIT_ALIASES[split]: instruction_frame(ds.to_pandas(), f"{spec}[{split}]")
+              for split, ds in loaded.items() if split in data.SPLIT_ALIASES}
+    return data._complete_splits(frames)
+
+
+def to_dataset_dict(frames: dict[str, pd.DataFrame]) -> datasets.DatasetDict:
+    return datasets.DatasetDict({
+        split: datasets.Dataset.from_pandas(frames[split][list(FEATURES)], features=FEATURES,
+                                            preserve_index=False)
+        for split in data.SPLITS})
+
+
+def load_instruction_data(spec: str, dataset_config: str | None = None,
+                          train_subset: int | None = None, eval_subset: int | None = None,
+                          ) -> datasets.DatasetDict:
+    """The one entry point for instruction data (`data.load_from_config` calls it)."""
+    frames = load_instruction_frames(spec, dataset_config)
+    if train_subset:
+        frames["train"] = data.stratified_take(frames["train"], train_subset)
+    if eval_subset:
+        for split in ("validation", "test"):
+            frames[split] = data.stratified_take(frames[split], eval_subset)
+    return to_dataset_dict(frames)
