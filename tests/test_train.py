@@ -113,6 +113,12 @@ def test_torchrun_two_processes_share_the_data_and_rank0_writes(tmp_path):
     assert result.stdout.count('"output_dir"') == 1, "only rank 0 prints the result"
 
 
+def test_native_bf16_is_read_from_the_cpu_flags():
+    assert train.cpu_has_native_bf16("flags : fpu sse2 avx512f amx_bf16 amx_tile")
+    assert train.cpu_has_native_bf16("flags : fpu avx512f avx512_bf16")
+    assert not train.cpu_has_native_bf16("flags : fpu sse2 avx2 avx512f")
+
+
 def test_seed_is_set_before_the_head_is_created():
     import torch
 
@@ -149,6 +155,9 @@ def test_training_arguments_follow_the_config(tmp_path):
     assert args.optim == ("adamw_torch_fused" if hardware.device == "cuda" else "adamw_torch")
     default = train.training_arguments(RunConfig(), tmp_path, hardware)
     assert default.train_sampling_strategy == "group_by_length" and default.load_best_model_at_end
+    assert not default.torch_compile
+    assert train.training_arguments(RunConfig(torch_compile=True), tmp_path,
+                                    hardware).torch_compile
 
 
 def test_weight_decay_skips_biases_and_layernorm(tmp_path):
