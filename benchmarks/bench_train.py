@@ -24,7 +24,8 @@ Ablations (--ablations) toggle one sftlib setting at a time against (c): length 
 bf16 autocast on CPU, torch.compile, eager attention, one thread, dataloader workers; and the
 evaluation batch size for evaluation throughput.
 
-Output: reports/benchmarks/bench_train.json and bench_train.md (medians and ratios).
+Output: reports/benchmarks/bench_train.{json,md} (bench_train_ablations.* with --ablations):
+medians and ratios.
 """
 
 from __future__ import annotations
@@ -415,10 +416,11 @@ def main(argv: list[str] | None = None) -> int:
             "accuracy_rows": args.accuracy_rows or "all", "accuracy_epochs": args.accuracy_epochs,
             "padding_max_abs_logit_diff": padding_equivalence(args.model)}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "bench_train.json").write_text(json.dumps(
+    name = "bench_train_ablations" if args.ablations else "bench_train"  # keep both tables
+    (args.out / f"{name}.json").write_text(json.dumps(
         {"meta": meta, **summary, "raw": speed, "accuracy": accuracy}, indent=2) + "\n")
     table = markdown(summary, meta)
-    (args.out / "bench_train.md").write_text(table)
+    (args.out / f"{name}.md").write_text(table)
     print(table)
     return 0
 

@@ -38,8 +38,9 @@ def test_hardware_is_chosen_and_described():
     hardware = train.detect_hardware("auto")
     assert hardware.attn_implementation == "sdpa"
     assert hardware.device in hardware.describe() and "precision=" in hardware.describe()
-    if hardware.device == "cpu":
-        assert not hardware.bf16
+    if hardware.device == "cpu":  # bf16 autocast only where the CPU computes bf16 natively
+        assert hardware.bf16 == train.cpu_has_native_bf16()
+        assert not train.detect_hardware("fp32").bf16
         with pytest.raises(ValueError, match="fp16 needs a GPU"):
             train.detect_hardware("fp16")
 
