@@ -21,8 +21,10 @@ only with --tutorial-accuracy; padding is masked out of attention, so (a) comput
 computes: the script checks this directly by comparing logits of one batch padded both ways.
 
 Ablations (--ablations) toggle one sftlib setting at a time against (c): length grouping,
-bf16 autocast on CPU, torch.compile, eager attention, one thread, dataloader workers; and the
-evaluation batch size for evaluation throughput.
+the precision (flip_precision: fp32 where sftlib autocasts to bf16, bf16 where it picks fp32;
+the committed run, made when fp32 was the CPU default, named it bf16_autocast),
+torch.compile, eager attention, one thread, dataloader workers; and the evaluation batch size
+for evaluation throughput.
 
 Output: reports/benchmarks/bench_train.{json,md} (bench_train_ablations.* with --ablations):
 medians and ratios.
@@ -31,6 +33,7 @@ medians and ratios.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -44,7 +47,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "reports" / "benchmarks"
 RECIPES = ("tutorial", "plain", "sftlib")
-ABLATIONS = ("no_length_grouping", "bf16_autocast", "torch_compile", "eager_attention",
+ABLATIONS = ("no_length_grouping", "flip_precision", "torch_compile", "eager_attention",
              "one_thread", "dataloader_workers_2")
 EVAL_BATCH_SIZES = (16, 32, 128, 256)
 TUTORIAL = {"batch_size": 16, "lr": 2e-5, "weight_decay": 0.01, "max_length": 512}
@@ -92,11 +95,9 @@ def _sftlib_trainer(variant: str, dataset_cfg: dict, out: Path, steps: int | Non
                     output_dir=str(out))
     hardware = train.detect_hardware(cfg.precision)
     if variant == "eager_attention":
-        hardware = train.Hardware(hardware.device, hardware.name, hardware.bf16, hardware.fp16,
-                                  "eager")
-    if variant == "bf16_autocast":
-        hardware = train.Hardware(hardware.device, hardware.name, True, False,
-                                  hardware.attn_implementation)
+        hardware = dataclasses.replace(hardware, attn_implementation="eager")
+    if variant == "flip_precision":  # bf16 autocast where sftlib picks fp32, and vice versa
+        hardware = dataclasses.replace(hardware, bf16=not hardware.bf16, fp16=False)
     if variant == "one_thread":
         torch.set_num_threads(1)
     dataset = data.load_from_config(cfg)

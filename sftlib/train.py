@@ -4,13 +4,14 @@ Trainer brings the loop, checkpointing, accelerate / torchrun / FSDP; this modul
 chooses settings and adds what Trainer lacks:
 - the seed tutorial's schedules (`sftlib.schedules`) via `create_scheduler`;
 - device, precision and attention chosen automatically, with one log line saying what
-  was chosen (`describe_hardware`);
+  was chosen (`Hardware.describe`);
 - the RunConfig saved into every checkpoint folder, so each artifact carries its manifest.
 
-Performance defaults: dynamic padding (`DataCollatorWithPadding`), length-grouped batches,
-bf16 autocast on GPUs that support it with tf32 matmuls, fused AdamW on CUDA, SDPA
-attention, evaluation batches larger than training batches. Weight decay skips biases and
-LayerNorm weights (Trainer's `get_decay_parameter_names`).
+Performance defaults, each measured in `benchmarks/` (README, "Speed"): dynamic padding
+(`DataCollatorWithPadding`), length-grouped batches, bf16 autocast with fp32 master weights on
+GPUs and on CPUs with AMX / AVX512-BF16 (`cpu_has_native_bf16`), tf32 matmuls and fused AdamW
+on CUDA, SDPA attention, torch.compile off (`torch_compile` turns it on). Weight decay skips
+biases and LayerNorm weights (Trainer's `get_decay_parameter_names`).
 
 Task "instruction" (causal-LM SFT) branches inside the same functions: chats are encoded
 with response-only labels by `sftlib.instruct` (optionally packed), the model is an
