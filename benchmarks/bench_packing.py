@@ -95,15 +95,17 @@ def measure(args, recipe: str, folder: Path) -> dict[str, float]:
 
 def check_isolation(args) -> dict[str, float]:
     """Summed response-token loss of the same examples padded and packed (should agree)."""
-    from sftlib import data, instruct, tokens, train
+    from sftlib import instruct, instruction_data, tokens
+    from sftlib.tasks.instruction import build_causal_lm, encode_for_training
 
     cfg = config(args, packing=True)
     tokenizer = tokens.load_tokenizer(cfg.model)
-    _, encoded = train.prepare_instruction_data(cfg.replace(packing=False), data.load_from_config(
-        cfg.replace(train_subset=24)), tokenizer, log_fn=lambda _m: None)
+    _, encoded = encode_for_training(
+        cfg.replace(packing=False), instruction_data.load_from_config(
+            cfg.replace(train_subset=24)), tokenizer, log=lambda _m: None)
     examples = encoded["train"].select_columns(["input_ids", "labels"])
     packed = instruct.pack_dataset(examples, cfg.max_length)
-    model = train.build_causal_lm(cfg, train.detect_hardware("fp32")).eval()
+    model = build_causal_lm(cfg).eval()
     collate = instruct.CausalLMCollator(tokenizer.pad_token_id)
 
     def summed(rows):

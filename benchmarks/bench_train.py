@@ -89,6 +89,7 @@ def _sftlib_trainer(variant: str, dataset_cfg: dict, out: Path, steps: int | Non
 
     from sftlib import data, tokens, train
     from sftlib.config import RunConfig
+    from sftlib.tasks.classification import build_classifier
 
     cfg = RunConfig(**dataset_cfg, epochs=epochs, max_steps=steps or -1, eval_strategy="no",
                     group_by_length=variant != "no_length_grouping",
@@ -103,7 +104,7 @@ def _sftlib_trainer(variant: str, dataset_cfg: dict, out: Path, steps: int | Non
     dataset = data.load_from_config(cfg)
     tokenizer = tokens.load_tokenizer(cfg.model)
     tokenized = tokens.tokenize_splits(dataset, tokenizer, int(cfg.max_length))
-    model = train.build_model(cfg, data.label_names(dataset), hardware)
+    model = build_classifier(cfg, data.label_names(dataset), hardware.attn_implementation)
     args = train.training_arguments(cfg, out, hardware)
     args.save_strategy = "no"
     if variant == "torch_compile":

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from sftlib.assets import AssetError
 from sftlib.config import ConfigError, load_config, parse_overrides
+from sftlib.tasks import get_task
 
 
 def _config_args(parser: argparse.ArgumentParser) -> None:
@@ -135,15 +136,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     metrics = json.loads((run_dir / "metrics.json").read_text()) \
         if (run_dir / "metrics.json").is_file() else {}
     print(f"[run] finished: {run_dir}")
+    task = get_task(cfg.task)
     for split in ("validation", "test"):
         if split in metrics:
-            scores = metrics[split]
-            if cfg.task == "instruction":
-                print(f"[run] {split}: loss {scores['loss']:.4f} per response token, "
-                      f"perplexity {scores['perplexity']:.3f}")
-                continue
-            print(f"[run] {split}: accuracy {scores.get('accuracy', float('nan')):.4f}, "
-                  f"macro-F1 {scores.get('f1', float('nan')):.4f}")
+            print(f"[run] {task.headline(split, metrics[split])}")
     print(f"[run] open {run_dir / 'html'} in a browser, or the notebooks in JupyterLab")
     return 0
 
@@ -221,11 +217,12 @@ def _print_report(report: dict, as_json: bool, lines: list[str]) -> None:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from sftlib import data, data_report
+    from sftlib import data_report
 
     cfg = _inspect_config(args, DATASET_KEYS)
-    dataset = data.load_from_config(cfg)
-    pool = data.load_pool_from_config(cfg)
+    task = get_task(cfg.task)
+    dataset = task.load_data(cfg)
+    pool = task.load_pool(cfg)
     share = args.min_label_share if args.min_label_share is not None \
         else data_report.MIN_LABEL_SHARE
     report = data_report.inspect_data(dataset, pool, share)
@@ -244,16 +241,13 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_tokens(args: argparse.Namespace) -> int:
-    from sftlib import data, tokens
+    from sftlib import tokens
 
     cfg = _inspect_config(args, (*DATASET_KEYS, "model", "max_length", "batch_size"))
+    task = get_task(cfg.task)
     tokenizer = tokens.load_tokenizer(cfg.model)
-    dataset = data.load_from_config(cfg)
-    if cfg.task == "instruction":  # count what the model reads: the rendered conversations
-        from sftlib import instruct
-
-        instruct.prepare_tokenizer(tokenizer, cfg.chat_template)
-        dataset = instruct.render_text(dataset, tokenizer)
+    # count what the model reads (instruction: the rendered conversations)
+    dataset = task.inspection_texts(cfg, task.load_data(cfg), tokenizer)
     report = tokens.inspect_tokens(dataset, tokenizer, cfg.max_length, cfg.batch_size,
                                    seed=cfg.seed)
     train = report["truncation"].get("train", {})

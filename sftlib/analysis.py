@@ -470,16 +470,16 @@ def majority_frame(frame: pd.DataFrame, train_labels: Sequence[int]) -> pd.DataF
 def pretrained_predictor(cfg: Any, model_dir: str, label_names: list[str],
                          batch_size: int = 128) -> Predictor:
     """The model before fine-tuning: the base encoder with the freshly initialized head that
-    `train.build_model` gives with the run's seed (where training started from), using the
-    fine-tuned folder's tokenizer and max length."""
+    `tasks.classification.build_classifier` gives with the run's seed (where training
+    started from), using the fine-tuned folder's tokenizer and max length."""
     from transformers.utils import logging as hf_logging
 
-    from sftlib import train
+    from sftlib.tasks.classification import build_classifier
 
     previous = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # its "classifier.* newly initialized" report is the point
     try:
-        model = train.build_model(cfg, label_names, train.detect_hardware("fp32"))
+        model = build_classifier(cfg, label_names)
     finally:
         hf_logging.set_verbosity(previous)
     return Predictor(model_dir, batch_size=batch_size, model=model)

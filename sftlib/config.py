@@ -8,9 +8,10 @@ is loaded.
 
 Supported tasks: `classification` (encoder + classification head) and `instruction`
 (causal-LM SFT on chat-formatted examples, loss on the response tokens only, optional
-packing and LoRA). Every option that belongs to one task only is rejected for the other,
-so a setting is never silently ignored. `configs/instruction.yaml` holds the instruction
-defaults (the field defaults below are the classification task's).
+packing and LoRA); their code is in `sftlib.tasks`. Every option that belongs to one task
+only (`TASK_OPTIONS`) is rejected for the other, so a setting is never silently ignored.
+`configs/instruction.yaml` holds the instruction defaults (the field defaults below are the
+classification task's).
 Not supported: nested configs, per-stage overrides, environment-variable config.
 """
 
@@ -26,7 +27,19 @@ from typing import Any, Literal, Union
 
 import yaml
 
-TASKS = ("classification", "instruction")
+# What belongs to one task only, declared once: a key owned by another task than
+# cfg.task is rejected when it differs from its default, so it is never silently ignored.
+TASK_OPTIONS = {
+    "classification": ("text_column", "label_column"),
+    "instruction": ("chat_template", "truncated_responses", "packing", "lora", "lora_r",
+                    "lora_alpha", "lora_dropout", "lora_target_modules", "max_new_tokens",
+                    "eval_generations"),
+}
+TASK_METRICS = {"classification": ("accuracy", "f1", "loss"), "instruction": ("loss",)}
+TASK_HINTS = {"classification": "the RunConfig defaults are the classification task's",
+              "instruction": "configs/instruction.yaml sets every instruction default: "
+                             "sftlib run --config configs/instruction.yaml"}
+TASKS = tuple(TASK_OPTIONS)
 TRUNCATED_RESPONSES = ("drop", "error")
 CHAT_TEMPLATES = ("auto", "fallback")
 SCHEDULES = ("linear", "cosine", "exponential", "constant")
@@ -48,7 +61,7 @@ class RunConfig:
     # --- what to train
     task: str = "classification"  # classification | instruction (configs/instruction.yaml)
     model: str = "minilm-l6"  # offline asset; a hub id or a local folder works too
-    dataset: str = "rotten-tomatoes"  # offline asset; a file, a folder or "hub:glue/sst2" works too
+    dataset: str = "rotten-tomatoes"  # offline asset; a file, a folder, or a hub id "glue:sst2"
     dataset_config: str | None = None  # hub dataset config name (e.g. "sst2" for glue)
     text_column: str = "text"  # column holding the input text in a file or hub dataset
     label_column: str = "label"  # column holding the gold label
@@ -57,13 +70,13 @@ class RunConfig:
     strict_data: bool = False  # leakage / conflicting labels: True stops the run, False warns
 
     # --- tokenization
-    max_length: int | str = 128  # the data's p99 is 55 MiniLM tokens; "auto" picks from the data
+    max_length: int | str = 128  # above the default data's longest (notebook 02); "auto" fits it
 
     # --- optimization (seed tutorial: lr 2e-5, batch 16, 3 epochs, wd 0.01, AdamW)
     epochs: float = 2.0  # two passes fit the 15-minute CPU budget of the main job
     max_steps: int = -1  # > 0 overrides epochs (smoke runs)
     batch_size: int = 32  # per device; dynamic padding keeps it cheap
-    eval_batch_size: int = 32  # unsorted eval batches pad to their longest: 32 ran 1.8x 128 here
+    eval_batch_size: int = 32  # unsorted eval batches pad to their longest: big ones waste
     grad_accum_steps: int = 1  # raise to emulate a larger batch on a small device
     lr: float = 1e-4  # a 6-layer model wants a higher peak than BERT-base's 2e-5
     weight_decay: float = 0.01  # the tutorial's; not applied to biases and LayerNorm
@@ -76,7 +89,7 @@ class RunConfig:
     deterministic: bool = False  # opt-in: deterministic kernels, slower
     precision: str = "auto"  # auto: bf16 autocast where GPU / CPU (AMX) has it, else fp32
     group_by_length: bool = True  # fewer pad tokens per batch
-    torch_compile: bool = False  # 1.04-1.4x per step on an H200, but 30-75 s to compile a shape
+    torch_compile: bool = False  # faster steps on a GPU, but each new shape compiles first
 
     # --- evaluation and checkpoints
     eval_strategy: str = "epoch"  # epoch | steps | no
@@ -128,6 +141,19 @@ class RunConfig:
     def from_namespace(cls, namespace: dict[str, Any]) -> RunConfig:
         """Build from a notebook's globals: picks the RunConfig fields defined there."""
         return cls.from_dict({k: namespace[k] for k in cls.field_names() if k in namespace})
+
+    @classmethod
+    def for_notebook(cls, namespace: dict[str, Any], task: str) -> RunConfig:
+        """The RunConfig of a notebook in `task`'s sequence (notebooks/<task>/), from the
+        fields its parameters cell (or papermill's injected one) defines; `task` defaults to
+        the notebook's, and a config of another task is refused with where to go."""
+        values = {k: namespace[k] for k in cls.field_names() if k in namespace}
+        values.setdefault("task", task)
+        if values["task"] != task:
+            raise ConfigError(f"this notebook is part of the {task} tutorial "
+                              f"(notebooks/{task}/) but task is {values['task']!r}; open "
+                              f"notebooks/{values['task']}/ instead")
+        return cls.from_dict(values)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -269,17 +295,10 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"lora_dropout: must be in [0, 1), got {cfg.lora_dropout}")
     if not cfg.lora_target_modules.strip():
         raise ConfigError("lora_target_modules: 'all-linear' or comma-separated module names")
-    if cfg.task == "instruction":
-        _validate_instruction(cfg)
-    else:
-        _reject_instruction_options(cfg)
+    _validate_task(cfg)
 
 
-INSTRUCTION_ONLY = ("chat_template", "truncated_responses", "packing", "lora", "lora_r",
-                    "lora_alpha", "lora_dropout", "lora_target_modules", "max_new_tokens",
-                    "eval_generations")
-CLASSIFICATION_ONLY = ("text_column", "label_column")
-INSTRUCTION_HINT = "configs/instruction.yaml sets every instruction default"
+LORA_OPTIONS = ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules")
 
 
 def _changed(cfg: RunConfig, keys: tuple[str, ...]) -> list[str]:
@@ -287,33 +306,28 @@ def _changed(cfg: RunConfig, keys: tuple[str, ...]) -> list[str]:
     return [key for key in keys if getattr(cfg, key) != defaults[key]]
 
 
-def _reject_instruction_options(cfg: RunConfig) -> None:
-    changed = _changed(cfg, INSTRUCTION_ONLY)
-    if changed:
-        raise ConfigError(f"{', '.join(changed)}: only for task 'instruction' (causal-LM SFT); "
-                          f"task is {cfg.task!r}. Remove them, or set task=instruction "
-                          f"({INSTRUCTION_HINT})")
-
-
-def _validate_instruction(cfg: RunConfig) -> None:
+def _validate_task(cfg: RunConfig) -> None:
+    """Options of other tasks, the metric, and assets made for another task."""
     from sftlib.assets import ASSETS
 
-    changed = _changed(cfg, CLASSIFICATION_ONLY)
-    if changed:
-        raise ConfigError(f"{', '.join(changed)}: only for task 'classification'; instruction "
-                          "data is read from instruction/input/output, prompt/response or "
-                          "messages columns")
-    for key, wanted in (("model", "smollm2-135m-instruct"), ("dataset", "alpaca-demo")):
+    hint = TASK_HINTS[cfg.task]
+    for owner, keys in TASK_OPTIONS.items():
+        changed = _changed(cfg, keys) if owner != cfg.task else []
+        if changed:
+            raise ConfigError(f"{', '.join(changed)}: only for task {owner!r}; task is "
+                              f"{cfg.task!r}. Remove them, or set task={owner} "
+                              f"({TASK_HINTS[owner]})")
+    for key in ("model", "dataset"):
         asset = ASSETS.get(getattr(cfg, key))
-        if asset is not None and asset.task not in (None, "instruction"):
+        if asset is not None and asset.task not in (None, cfg.task):
+            fitting = [name for name, a in ASSETS.items()
+                       if a.task == cfg.task and a.kind == asset.kind]
             raise ConfigError(f"{key}: {getattr(cfg, key)!r} is a {asset.task} asset; task "
-                              f"'instruction' needs a causal LM and chat data, e.g. "
-                              f"{key}={wanted} ({INSTRUCTION_HINT}: "
-                              "sftlib run --config configs/instruction.yaml)")
-    if cfg.metric_for_best != "loss":
+                              f"{cfg.task!r} needs another, e.g. {key}={fitting[0]} ({hint})")
+    if cfg.metric_for_best not in TASK_METRICS[cfg.task]:
         raise ConfigError(f"metric_for_best: {cfg.metric_for_best!r} does not exist for task "
-                          "'instruction'; use 'loss' (validation loss per response token)")
-    lora_options = _changed(cfg, ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules"))
+                          f"{cfg.task!r}; use one of {', '.join(TASK_METRICS[cfg.task])} ({hint})")
+    lora_options = _changed(cfg, LORA_OPTIONS)
     if lora_options and not cfg.lora:
         raise ConfigError(f"{', '.join(lora_options)}: LoRA options without lora=true; set "
                           "lora=true, or leave them at their defaults")

@@ -8,7 +8,7 @@ one DataFrame) and returns a DataFrame or a dict, so the notebook, the CLI
 
 Supported: any number of labels, or none (instruction data whose `text` is the rendered
 prompt and response: the per-label parts are then empty). "Normalized" always means
-`sftlib.data.normalize_text`: case, whitespace and punctuation ignored.
+`sftlib.sources.normalize_text`: case, whitespace and punctuation ignored.
 
 - lengths in characters and words per split and label (`length_summary`);
 - rows that are empty, whitespace-only, one word, far longer than the rest (Tukey's far-out
@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sftlib import data
+from sftlib import data, sources
 
 MIN_LABEL_SHARE = 0.10  # a class under 10% of train is worth a warning: accuracy hides it
 FAR_OUT_IQR = 3.0  # Tukey's "far out" fence: length above Q3 + 3 IQR is extreme
@@ -171,7 +171,7 @@ def issue_counts(issues: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
 # duplicates, leakage, conflicts ---------------------------------------------------------------
 
 def _keys(rows: pd.DataFrame, normalized: bool) -> pd.Series:
-    return rows["text"].map(data.normalize_text) if normalized else rows["text"]
+    return rows["text"].map(sources.normalize_text) if normalized else rows["text"]
 
 
 def duplicate_counts(rows: pd.DataFrame) -> pd.DataFrame:
@@ -200,8 +200,8 @@ def duplicate_groups(rows: pd.DataFrame, normalized: bool = True, n: int = 10) -
 def _split_pairs(rows: pd.DataFrame) -> list[tuple[str, str]]:
     """(earlier, later) split pairs in data order: train before validation before test."""
     present = list(rows["split"].unique())
-    order = sorted(present, key=lambda s: (data.SPLITS.index(s) if s in data.SPLITS
-                                           else len(data.SPLITS), present.index(s)))
+    order = sorted(present, key=lambda s: (sources.SPLITS.index(s) if s in sources.SPLITS
+                                           else len(sources.SPLITS), present.index(s)))
     return list(combinations(order, 2))
 
 
@@ -331,7 +331,7 @@ def label_sample(rows: pd.DataFrame, label: Any = None, split: str | None = None
     part = rows[rows["split"] == _main_split(rows, split)]
     if label is not None:
         part = part[part["label"].astype(str) == str(label)]
-    order = part["text"].map(data.text_hash).sort_values(kind="stable").index
+    order = part["text"].map(sources.text_hash).sort_values(kind="stable").index
     chosen = part.loc[order[page * n:(page + 1) * n]]
     columns = [c for c in ("label", "text") if c in chosen]
     return chosen[columns].assign(chars=chosen["text"].str.len()).reset_index(drop=True)

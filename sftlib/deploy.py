@@ -7,8 +7,8 @@ with `transformers.pipeline("text-classification", model=folder)` as well as wit
 and returns labels with probabilities in the caller's order.
 
 Dynamic int8 quantization (`quantize_int8`, `Predictor(..., quantize=True)`): the weights
-of every `nn.Linear` are stored as int8 (one scale per output channel: on a bf16-trained
-MiniLM, per-tensor scales cost 1.9 accuracy points, per-channel 0.4) and activations are
+of every `nn.Linear` are stored as int8 (one scale per output channel: one scale per
+matrix cost markedly more accuracy: reports/benchmarks/notes.md) and activations are
 quantized on the fly per batch, so matrix products run on the CPU's int8 kernels. It uses
 `torch.ao.quantization.quantize_dynamic`, which torch marks deprecated since 2.10 in favour
 of the separate `torchao` package, but which is present and works in torch 2.13 (its warnings

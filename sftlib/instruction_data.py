@@ -19,7 +19,7 @@ Sources: a local file (`.jsonl`, `.json`, `.csv`, `.parquet`, ...), a folder of 
 (`train.jsonl`, `validation.jsonl`, ...: a missing split is carved out of train), the
 `alpaca-demo` asset, or a hub dataset id (`NAME` or `NAME:CONFIG`) where a hub is reachable.
 
-Splits we make reuse `sftlib.data`: exact duplicates (normalized whole conversation) are
+Splits are made by `sftlib.sources`: exact duplicates (normalized whole conversation) are
 removed, then rows go 80/10/10 by rank of the sha256 of the normalized *prompt*, so the same
 prompt never sits in two splits. Rows that cannot be trained on (no assistant turn, an empty
 assistant turn, an unknown role) are a `DataError` with their count and the first such
@@ -31,16 +31,15 @@ Not supported: tool calls, multimodal parts, ShareGPT `conversations` with from 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import datasets
 import numpy as np
 import pandas as pd
 
-from sftlib import assets, data
-from sftlib.data import DataError
+from sftlib import assets, sources
+from sftlib.sources import DataError
 
 ROLES = ("system", "user", "assistant")
 FEATURES = datasets.Features({
@@ -139,81 +138,50 @@ def instruction_frame(frame: pd.DataFrame, source: str) -> pd.DataFrame:
 
 # sources -> splits ---------------------------------------------------------------------
 
-def split_pool(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Exact duplicates out, then 80/10/10 by the hash of the normalized prompt."""
-    return data.hash_split(data.dedupe(frame), key="prompt")
+def load_alpaca_demo() -> pd.DataFrame:
+    """The `alpaca-demo` asset: 999 Alpaca-format rows from the llamafactory sdist."""
+    folder = assets.fetch("alpaca-demo")
+    return instruction_frame(pd.read_json(folder / ALPACA_DEMO_FILE), "alpaca-demo")
+
+
+NAMED_DATASETS: dict[str, Callable[[], pd.DataFrame]] = {"alpaca-demo": load_alpaca_demo}
 
 
 def load_instruction_pool(spec: str) -> pd.DataFrame | None:
     """The rows of a single-pool source (a file or the asset) before dedupe and splitting;
     None for sources that come with splits (folders, hub)."""
-    path = Path(spec).expanduser()
-    if path.is_file():
-        return instruction_frame(data.read_table(path), str(path))
-    if spec == "alpaca-demo" and not path.is_dir():
-        folder = assets.fetch(spec)
-        return instruction_frame(pd.read_json(folder / ALPACA_DEMO_FILE), spec)
-    return None
-
-
-def _split_files(folder: Path) -> Iterable[tuple[str, Path]]:
-    for file in sorted(folder.iterdir()):
-        split = data.SPLIT_ALIASES.get(file.name.split(".")[0].lower())
-        if split and file.suffix in (*data.FILE_READERS, ".bz2", ".gz"):
-            yield split, file
-
-
-def load_instruction_frames(spec: str, dataset_config: str | None = None,
-                            ) -> dict[str, pd.DataFrame]:
-    """Any instruction dataset spec -> pandas frames per split."""
-    pool = load_instruction_pool(spec)
-    if pool is not None:
-        return split_pool(pool)
-    path = Path(spec).expanduser()
-    if path.is_dir():
-        frames = {}
-        for split, file in _split_files(path):
-            if split in frames:
-                raise DataError(f"{path}: more than one file for split {split!r}")
-            frames[split] = instruction_frame(data.read_table(file), str(file))
-        if not frames:
-            raise DataError(f"{path}: no train / validation / test files (e.g. train.jsonl)")
-        return data._complete_splits(frames)
-    if spec in assets.ASSETS:
-        raise DataError(f"asset {spec!r} is not instruction data; use alpaca-demo, a file, a "
-                        "folder or a hub dataset")
-    if data._looks_like_path(spec):
-        raise DataError(f"{spec}: no such file or folder (and not the alpaca-demo asset)")
-    return _load_hub(spec, dataset_config)
-
-
-def _load_hub(spec: str, dataset_config: str | None) -> dict[str, pd.DataFrame]:
-    name, _, config = spec.partition(":")
-    try:
-        loaded = datasets.load_dataset(name, config or dataset_config)
-    except Exception as error:  # the hub raises many types; all mean "not loadable"
-        raise DataError(f"could not load {spec!r} as a local file, folder, asset or hub dataset "
-                        f"({type(error).__name__}: {error})") from error
-    frames = {data.SPLIT_ALIASES[split]: instruction_frame(ds.to_pandas(), f"{spec}[{split}]")
-              for split, ds in loaded.items() if split in data.SPLIT_ALIASES}
-    return data._complete_splits(frames)
+    return sources.load_pool(spec, instruction_frame, NAMED_DATASETS)
 
 
 def to_dataset_dict(frames: dict[str, pd.DataFrame]) -> datasets.DatasetDict:
     return datasets.DatasetDict({
         split: datasets.Dataset.from_pandas(frames[split][list(FEATURES)], features=FEATURES,
                                             preserve_index=False)
-        for split in data.SPLITS})
+        for split in sources.SPLITS})
+
+
+def load_instruction_frames(spec: str, dataset_config: str | None = None,
+                            ) -> dict[str, pd.DataFrame]:
+    """Any instruction dataset spec -> pandas frames per split, split by the hash of the
+    normalized prompt (so one prompt never sits in two splits)."""
+    return sources.load_split_frames(spec, instruction_frame, NAMED_DATASETS, dataset_config,
+                                     split_key="prompt")
 
 
 def load_instruction_data(spec: str, dataset_config: str | None = None,
                           train_subset: int | None = None, eval_subset: int | None = None,
                           ) -> datasets.DatasetDict:
-    """The one entry point for instruction data (`data.load_from_config` calls it)."""
+    """The one entry point for instruction data: any spec -> DatasetDict of chats."""
     frames = load_instruction_frames(spec, dataset_config)
-    if train_subset:
-        frames["train"] = data.stratified_take(frames["train"], train_subset)
-    if eval_subset:
-        for split in ("validation", "test"):
-            frames[split] = data.stratified_take(frames[split], eval_subset)
-    return to_dataset_dict(frames)
+    return to_dataset_dict(sources.take_subsets(frames, train_subset, eval_subset))
+
+
+def load_from_config(cfg: Any) -> datasets.DatasetDict:
+    """`load_instruction_data` with the dataset fields of a RunConfig."""
+    return load_instruction_data(cfg.dataset, cfg.dataset_config, cfg.train_subset,
+                                 cfg.eval_subset)
+
+
+def load_pool_from_config(cfg: Any) -> pd.DataFrame | None:
+    """`load_instruction_pool` with the dataset field of a RunConfig."""
+    return load_instruction_pool(cfg.dataset)

@@ -1,7 +1,8 @@
-"""The headless runner: execute the numbered notebooks in order with papermill.
+"""The headless runner: execute the task's numbered notebooks in order with papermill.
 
-`run_pipeline(cfg)` checks the config and the inputs first (assets fetched and verified,
-dataset loaded, columns present) so bad input fails in seconds, then creates a new
+The notebooks are `notebooks/<task>/NN_*.ipynb`, the sequence named by the task object
+(`sftlib.tasks`). `run_pipeline(cfg)` runs the task's checks first (assets fetched and
+verified, dataset loaded, columns present) so bad input fails in seconds, then creates a new
 `reports/<run-id>/` and executes each notebook with the RunConfig as papermill
 parameters and the project root as working directory. It writes, per notebook, the
 executed `.ipynb` and an HTML export, and at the end `manifest.json` (config, seed,
@@ -31,9 +32,8 @@ from sftlib import assets
 from sftlib.config import RunConfig
 from sftlib.live import HEADLESS_ENV
 from sftlib.report import Report, new_run_dir, project_root, write_json_atomic
+from sftlib.tasks import get_task
 
-NOTEBOOKS = ("01_data_inspection", "02_tokenization", "03_fine_tuning", "04_error_analysis",
-             "05_deployment")
 PACKAGES = ("torch", "transformers", "datasets", "accelerate", "tokenizers", "scikit-learn",
             "pandas", "numpy", "matplotlib", "papermill", "nbconvert", "ipykernel", "peft",
             "gguf")
@@ -54,15 +54,22 @@ class PipelineError(RuntimeError):
     """A notebook failed; the message names it, the cell and the error."""
 
 
-def select_notebooks(names: list[str] | None) -> list[str]:
-    """All notebooks, or those named by number or name ("01", "03_fine_tuning")."""
+def notebook_dir(task: str, root: Path | None = None) -> Path:
+    """The folder of a task's notebook sequence."""
+    return (root or project_root(Path(__file__).parent)) / "notebooks" / task
+
+
+def select_notebooks(task: str, names: list[str] | None) -> list[str]:
+    """The task's notebooks, all or those named by number or name ("01", "03_fine_tuning")."""
+    sequence = get_task(task).notebooks
     if not names:
-        return list(NOTEBOOKS)
+        return list(sequence)
     chosen = []
     for name in names:
-        match = [nb for nb in NOTEBOOKS if nb == name or nb.split("_")[0] == name.zfill(2)]
+        match = [nb for nb in sequence if nb == name or nb.split("_")[0] == name.zfill(2)]
         if not match:
-            raise ValueError(f"unknown notebook {name!r}; choose from {', '.join(NOTEBOOKS)}")
+            raise ValueError(f"unknown notebook {name!r} for task {task!r}; choose from "
+                             f"{', '.join(sequence)}")
         chosen.append(match[0])
     return sorted(set(chosen))
 
@@ -78,55 +85,9 @@ def absolutize_inputs(cfg: RunConfig) -> RunConfig:
 
 
 def preflight(cfg: RunConfig, log: Callable[[str], None] = print) -> dict:
-    """Fetch and verify assets and load the dataset before any notebook starts; look for
-    leakage and conflicting labels (warned, or `DataQualityError` with `strict_data`)."""
-    from sftlib import data, data_report
-
-    if cfg.task == "instruction":
-        return preflight_instruction(cfg, log)
-    model_path = assets.resolve_model(cfg.model, log=log)
-    dataset = data.load_from_config(cfg)
-    sizes = {split: len(ds) for split, ds in dataset.items()}
-    for split, size in sizes.items():
-        if size == 0:
-            raise ValueError(f"dataset {cfg.dataset!r}: split {split} is empty")
-    pool = data.load_pool(cfg.dataset, cfg.text_column, cfg.label_column)
-    findings = data_report.quick_findings(dataset, pool[0] if pool else None)
-    data_report.check_findings(findings, cfg.strict_data)
-    for finding in findings:
-        log(f"[run] WARNING data: {finding} (strict_data=True makes this an error)")
-    return {"model_path": model_path, "split_sizes": sizes,
-            "label_names": dataset["train"].features["label"].names,
-            "data_findings": findings}
-
-
-def preflight_instruction(cfg: RunConfig, log: Callable[[str], None] = print) -> dict:
-    """The instruction task's checks: a causal LM, a usable chat template, non-empty splits,
-    and the examples whose response max_length cuts off entirely (counted; with
-    truncated_responses="error", a TruncationError before any notebook runs)."""
-    from transformers import AutoConfig
-
-    from sftlib import data, instruct, tokens
-
-    model_path = assets.resolve_model(cfg.model, log=log)
-    architectures = AutoConfig.from_pretrained(model_path).architectures or []
-    if not any(a.endswith("ForCausalLM") for a in architectures):
-        raise ValueError(f"model {cfg.model!r} is not a causal language model ({architectures}); "
-                         "task 'instruction' needs one, e.g. model=smollm2-135m-instruct")
-    dataset = data.load_from_config(cfg)
-    sizes = {split: len(ds) for split, ds in dataset.items()}
-    for split, size in sizes.items():
-        if size == 0:
-            raise ValueError(f"dataset {cfg.dataset!r}: split {split} is empty")
-    tokenizer = tokens.load_tokenizer(cfg.model)
-    template = instruct.prepare_tokenizer(tokenizer, cfg.chat_template)
-    lost = None
-    if cfg.max_length != "auto":
-        encoded = instruct.encode_splits(dataset, tokenizer, int(cfg.max_length))
-        _, lost = instruct.apply_truncation_policy(encoded, cfg.truncated_responses,
-                                                   int(cfg.max_length), log=log)
-    return {"model_path": model_path, "split_sizes": sizes, "chat_template": template,
-            "responses_lost_to_truncation": lost}
+    """The task's checks before any notebook starts (`Task.preflight`): assets fetched and
+    verified, data loaded and checked; what they found goes into the manifest."""
+    return get_task(cfg.task).preflight(cfg, log)
 
 
 def package_versions() -> dict[str, str]:
@@ -208,7 +169,7 @@ def run_pipeline(cfg: RunConfig, notebooks: list[str] | None = None,
     """Run the notebooks headlessly; returns the run folder (raises PipelineError)."""
     import papermill as pm
 
-    names = select_notebooks(notebooks)
+    names = select_notebooks(cfg.task, notebooks)
     root = project_root(Path(__file__).parent)
     cfg = absolutize_inputs(cfg)
     log(f"[run] checking inputs: model {cfg.model!r}, dataset {cfg.dataset!r}")
@@ -247,7 +208,7 @@ def run_pipeline(cfg: RunConfig, notebooks: list[str] | None = None,
 
 def _run_one(pm, name: str, root: Path, run_dir: Path, cfg: RunConfig, kernel_name: str,
              manifest: dict, log: Callable[[str], None]) -> None:
-    source = root / "notebooks" / f"{name}.ipynb"
+    source = notebook_dir(cfg.task, root) / f"{name}.ipynb"
     executed = run_dir / "notebooks" / f"{name}.ipynb"
     executed.parent.mkdir(parents=True, exist_ok=True)
     log(f"[run] {name} ...")

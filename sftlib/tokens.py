@@ -298,6 +298,15 @@ def tokenize_splits(dd: datasets.DatasetDict, tokenizer: PreTrainedTokenizerBase
     return dd.map(encode, batched=True, desc="tokenizing")
 
 
+MODEL_COLUMNS = ("input_ids", "attention_mask", "token_type_ids", "position_ids", "label",
+                 "labels")
+
+
+def model_columns(ds: datasets.Dataset) -> list[str]:
+    """The columns the model reads: the rest (counts, lengths) stays out of the batches."""
+    return [c for c in MODEL_COLUMNS if c in ds.column_names]
+
+
 def token_pieces(tokenizer: PreTrainedTokenizerBase, text: str,
                  max_length: int | None = None) -> pd.DataFrame:
     """The pieces a text becomes, with their ids (rows: position)."""

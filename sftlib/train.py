@@ -7,28 +7,21 @@ chooses settings and adds what Trainer lacks:
   was chosen (`Hardware.describe`);
 - the RunConfig saved into every checkpoint folder, so each artifact carries its manifest.
 
-Performance defaults, each measured in `benchmarks/` (README, "Speed"): dynamic padding
-(`DataCollatorWithPadding`), length-grouped batches, bf16 autocast with fp32 master weights on
+Performance defaults, each measured in `benchmarks/` (figures in `reports/benchmarks/`):
+dynamic padding (the task's collator pads each batch to its longest example), length-grouped
+batches, bf16 autocast with fp32 master weights on
 GPUs and on CPUs with AMX / AVX512-BF16 (`cpu_has_native_bf16`), tf32 matmuls and fused AdamW
 on CUDA, SDPA attention, torch.compile off (`torch_compile` turns it on). Weight decay skips
 biases and LayerNorm weights (Trainer's `get_decay_parameter_names`).
 
-Task "instruction" (causal-LM SFT) branches inside the same functions: chats are encoded
-with response-only labels by `sftlib.instruct` (optionally packed), the model is an
-`AutoModelForCausalLM` with the KV cache off while training (transformers 5 skips the
-packed-sequence mask whenever a cache exists), optionally wrapped in LoRA adapters
-(`apply_lora`, peft), and `save_final` merges the adapters so the saved folder is a plain
-model. Its metrics are the exact mean cross-entropy per response token and its exponential,
-the perplexity (`lm_loss`); Trainer's own eval_loss, plotted live, is a mean of batch means.
-Trainer plus `sftlib.instruct.CausalLMCollator`, not TRL's SFTTrainer: see `sftlib.instruct`.
+What differs by task (data, encoding, model, collator, evaluation, saving) comes from the
+task object (`sftlib.tasks`), chosen once from `cfg.task`; nothing here branches on the task.
 
-Not supported: multi-label or regression heads, sentence pairs, reward / preference
-training, QLoRA (4-bit bases).
+Not supported: custom training loops (Trainer's is used), training several models at once.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import math
@@ -38,25 +31,19 @@ from pathlib import Path
 from typing import Any
 
 import datasets
-import numpy as np
 import torch
-from sklearn.metrics import accuracy_score, f1_score
 from transformers import (
-    AutoModelForCausalLM,
-    AutoModelForSequenceClassification,
-    DataCollatorWithPadding,
     EarlyStoppingCallback,
     PreTrainedTokenizerBase,
     PrinterCallback,
     Trainer,
     TrainerCallback,
     TrainingArguments,
-    set_seed,
 )
 
-from sftlib import assets, schedules
+from sftlib import schedules, tokens
 from sftlib.config import RunConfig
-from sftlib.instruct import CausalLMCollator
+from sftlib.tasks import get_task
 
 log = logging.getLogger("sftlib.train")
 CONFIG_FILENAME = "run_config.json"
@@ -80,8 +67,9 @@ class Hardware:
 
 def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
     """True on x86 CPUs with AMX or AVX512-BF16 (Linux flags), where bf16 matmuls run in
-    hardware: bf16 autocast trained MiniLM 1.2x faster than fp32 on such a 2-core machine
-    (benchmarks/bench_train.py --ablations). Elsewhere bf16 is emulated and slower."""
+    hardware, so bf16 autocast trains faster than fp32 (measured by
+    `benchmarks/bench_train.py --ablations`, reports/benchmarks/bench_train_ablations.md).
+    Elsewhere bf16 is emulated and slower."""
     if cpuinfo is None:
         try:
             cpuinfo = Path("/proc/cpuinfo").read_text()
@@ -108,61 +96,6 @@ def detect_hardware(precision: str = "auto") -> Hardware:
     bf16 = precision == "bf16" or (precision == "auto" and has_bf16)
     fp16 = precision == "fp16"
     return Hardware(device, name, bf16, fp16, "sdpa")
-
-
-def compute_metrics(eval_pred) -> dict[str, float]:
-    """Accuracy and macro-F1 from Trainer's (logits, labels)."""
-    logits, labels = eval_pred
-    predictions = np.asarray(logits).argmax(axis=-1)
-    return {"accuracy": float(accuracy_score(labels, predictions)),
-            "f1": float(f1_score(labels, predictions, average="macro"))}
-
-
-def build_model(cfg: RunConfig, label_names: list[str], hardware: Hardware):
-    """The pretrained encoder with a fresh classification head for `label_names`."""
-    set_seed(cfg.seed)  # the head's initialization depends on it
-    return AutoModelForSequenceClassification.from_pretrained(
-        assets.resolve_model(cfg.model),
-        num_labels=len(label_names),
-        id2label=dict(enumerate(label_names)),
-        label2id={name: i for i, name in enumerate(label_names)},
-        attn_implementation=hardware.attn_implementation,
-        # fp32 master weights whatever the checkpoint holds (transformers 5 loads an fp16/bf16
-        # checkpoint in its own dtype); bf16/fp16 come from autocast, not from the weights
-        dtype=torch.float32,
-    )
-
-
-def build_causal_lm(cfg: RunConfig, hardware: Hardware):
-    """The pretrained causal LM (fp32 weights; autocast decides the compute precision),
-    with the KV cache off for training: with a cache, transformers 5 ignores the example
-    boundaries that packed position_ids mark. Wrapped in LoRA adapters when cfg.lora."""
-    set_seed(cfg.seed)  # LoRA's adapter initialization depends on it
-    model = AutoModelForCausalLM.from_pretrained(
-        assets.resolve_model(cfg.model), attn_implementation=hardware.attn_implementation,
-        dtype=torch.float32)
-    model.config.use_cache = False
-    return apply_lora(model, cfg) if cfg.lora else model
-
-
-def apply_lora(model, cfg: RunConfig):
-    """peft LoRA adapters on `cfg.lora_target_modules` ("all-linear": every linear layer but
-    the output head); only the adapters train."""
-    from peft import LoraConfig, get_peft_model
-
-    targets = cfg.lora_target_modules.strip()
-    config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                        target_modules=targets if targets == "all-linear"
-                        else [t.strip() for t in targets.split(",") if t.strip()],
-                        task_type="CAUSAL_LM")
-    return get_peft_model(model, config)
-
-
-def trainable_share(model) -> dict[str, float]:
-    """Trainable and total parameters, and the trainable share (LoRA: a few percent)."""
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
-    return {"trainable": trainable, "total": total, "share": trainable / total}
 
 
 def training_arguments(cfg: RunConfig, output_dir: str | Path, hardware: Hardware,
@@ -199,10 +132,9 @@ def training_arguments(cfg: RunConfig, output_dir: str | Path, hardware: Hardwar
         logging_steps=cfg.logging_steps,
         logging_first_step=True,
         include_num_input_tokens_seen="non_padding",
-        # classification loss is a per-example mean; Trainer's token averaging would scale it
-        # by the number of processes under torchrun (seen: loss 1.39 instead of 0.69 on 2 ranks).
-        # The causal-LM loss is a mean over response tokens: averaged over all processes' tokens
-        average_tokens_across_devices=cfg.task == "instruction",
+        # per-example means must not be token-averaged across processes (torchrun would
+        # scale them by the number of processes); token means must
+        average_tokens_across_devices=get_task(cfg.task).token_averaged_loss,
         seed=cfg.seed,
         full_determinism=cfg.deterministic,
         report_to="none",
@@ -215,11 +147,13 @@ def training_arguments(cfg: RunConfig, output_dir: str | Path, hardware: Hardwar
 
 
 class WorkbenchTrainer(Trainer):
-    """Trainer whose scheduler is `sftlib.schedules` and whose checkpoints hold the config."""
+    """Trainer whose scheduler is `sftlib.schedules`, whose logs carry the task's derived
+    values, and whose checkpoints hold the config."""
 
     def __init__(self, *args: Any, run_config: RunConfig, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.run_config = run_config
+        self.task = get_task(run_config.task)
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         if self.lr_scheduler is None:
@@ -229,10 +163,7 @@ class WorkbenchTrainer(Trainer):
         return self.lr_scheduler
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
-        """Adds the perplexity next to every evaluation loss of the instruction task."""
-        if self.run_config.task == "instruction":
-            for key in [k for k in logs if k.endswith("_loss") and k != "train_loss"]:
-                logs[key.removesuffix("loss") + "perplexity"] = math.exp(min(logs[key], 50.0))
+        self.task.add_log_metrics(logs)
         super().log(logs, *args, **kwargs)
 
     def _save_checkpoint(self, model, trial):
@@ -251,33 +182,23 @@ def build_trainer(cfg: RunConfig, model, tokenizer: PreTrainedTokenizerBase,
     callbacks = list(callbacks or [])
     if cfg.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(cfg.early_stopping_patience))
-    multiple = 8 if hardware.device == "cuda" else None
-    if cfg.task == "instruction":
-        collator = CausalLMCollator(tokenizer.pad_token_id, pad_to_multiple_of=multiple)
-        metrics_fn = None  # loss only: logits of a whole split over a 49k vocabulary are GBs
-    else:
-        collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=multiple)
-        metrics_fn = compute_metrics
+    task = get_task(cfg.task)
+    multiple = 8 if hardware.device == "cuda" else None  # tensor cores want multiples of 8
     trainer = WorkbenchTrainer(
         model=model,
         args=args or training_arguments(cfg, output_dir, hardware),
-        train_dataset=tokenized["train"].select_columns(model_columns(tokenized["train"])),
+        train_dataset=tokenized["train"].select_columns(
+            tokens.model_columns(tokenized["train"])),
         eval_dataset=tokenized["validation"].select_columns(
-            model_columns(tokenized["validation"])),
+            tokens.model_columns(tokenized["validation"])),
         processing_class=tokenizer,
-        data_collator=collator,
-        compute_metrics=metrics_fn,
+        data_collator=task.collator(tokenizer, multiple),
+        compute_metrics=task.compute_metrics,
         callbacks=callbacks,
         run_config=cfg,
     )
     trainer.remove_callback(PrinterCallback)  # the live callback prints concise lines instead
     return trainer
-
-
-def model_columns(ds: datasets.Dataset) -> list[str]:
-    """The columns the model reads: the rest (counts, lengths) stays out of the batches."""
-    wanted = ("input_ids", "attention_mask", "token_type_ids", "position_ids", "label", "labels")
-    return [c for c in wanted if c in ds.column_names]
 
 
 def complete_checkpoints(folder: str | Path) -> list[Path]:
@@ -334,34 +255,13 @@ def check_resume_config(checkpoint: str | None, cfg: RunConfig) -> None:
 
 
 def save_final(trainer: Trainer, cfg: RunConfig, folder: str | Path) -> Path:
-    """Model + tokenizer + RunConfig in one folder that `from_pretrained` loads.
-
-    LoRA runs are saved merged (adapters folded into the weights: a plain model that needs
-    no peft to load), with the adapters alone in `adapter/` beside it."""
+    """Model + tokenizer + RunConfig in one folder that `from_pretrained` loads (how the
+    model is written is the task's: LoRA runs are saved merged)."""
     folder = Path(folder)
-    if getattr(trainer.model, "peft_config", None):
-        if trainer.args.should_save:
-            trainer.model.save_pretrained(folder / "adapter")
-            merged = copy.deepcopy(trainer.model).merge_and_unload()
-            _save_plain_lm(merged, trainer.processing_class, folder)
-    elif cfg.task == "instruction":
-        if trainer.args.should_save:
-            _save_plain_lm(trainer.model, trainer.processing_class, folder)
-    else:
-        trainer.save_model(str(folder))
+    get_task(cfg.task).save_model(trainer, folder)
     if trainer.args.should_save:
         cfg.save(folder / CONFIG_FILENAME)
     return folder
-
-
-def _save_plain_lm(model, tokenizer, folder: Path) -> None:
-    """A causal LM saved for inference: the KV cache (off while training) back on."""
-    model.config.use_cache = True
-    try:
-        model.save_pretrained(folder)
-    finally:
-        model.config.use_cache = False
-    tokenizer.save_pretrained(folder)
 
 
 # one call per stage: what notebook 03 and `sftlib train` both use ---------------------
@@ -403,103 +303,31 @@ def prepare_training(cfg: RunConfig, output_dir: str | Path, notebook: bool | No
 
     Unless `resume`, earlier training outputs in `output_dir` are archived first.
     """
-    from sftlib import data, tokens
     from sftlib.live import LivePlotCallback
 
+    task = get_task(cfg.task)
     output_dir = Path(output_dir)
     if not resume and _is_main_process():
         archive_previous_run(output_dir, log_fn)
     hardware = detect_hardware(cfg.precision)
     log_fn(f"[train] {hardware.describe()}")
-    dataset = data.load_from_config(cfg)
+    dataset = task.load_data(cfg)
     tokenizer = tokens.load_tokenizer(cfg.model)
-    if cfg.task == "instruction":
-        max_length, tokenized = prepare_instruction_data(cfg, dataset, tokenizer, log_fn)
-        model = build_causal_lm(cfg, hardware)
-        share = trainable_share(model)
-        log_fn(f"[train] {'LoRA' if cfg.lora else 'full fine-tuning'}: {share['trainable']:,} "
-               f"of {share['total']:,} parameters train ({share['share']:.2%})")
-        metric = "perplexity"
-    else:
-        max_length = tokens.resolve_max_length(cfg.max_length, tokenizer, dataset)
-        tokenized = tokens.tokenize_splits(dataset, tokenizer, max_length)
-        model = build_model(cfg, data.label_names(dataset), hardware)
-        metric = cfg.metric_for_best if cfg.metric_for_best != "loss" else "accuracy"
+    max_length, tokenized = task.encode(cfg, dataset, tokenizer, log_fn)
+    model = task.build_model(cfg, dataset, hardware, log_fn)
     live = LivePlotCallback(output_dir / "metrics.jsonl", output_dir / "figures" / "training.png",
-                            interval_s=cfg.plot_interval_s, metric=metric, notebook=notebook,
-                            print_fn=log_fn, max_share=cfg.plot_max_share)
+                            interval_s=cfg.plot_interval_s, metric=task.live_metric(cfg),
+                            notebook=notebook, print_fn=log_fn, max_share=cfg.plot_max_share)
     trainer = build_trainer(cfg, model, tokenizer, tokenized, output_dir / "checkpoints",
                             hardware, callbacks=[live])
     return TrainingRun(cfg, hardware, dataset, tokenizer, tokenized, max_length, trainer, live)
 
 
-def prepare_instruction_data(cfg: RunConfig, dataset: datasets.DatasetDict,
-                             tokenizer: PreTrainedTokenizerBase, log_fn=print,
-                             ) -> tuple[int, datasets.DatasetDict]:
-    """Chats -> response-only labels at max_length; examples without any response token
-    left are dropped or rejected (cfg.truncated_responses); train packed when cfg.packing."""
-    from sftlib import instruct
-
-    template = instruct.prepare_tokenizer(tokenizer, cfg.chat_template)
-    max_length = cfg.max_length
-    if max_length == "auto":
-        from sftlib import tokens
-
-        rendered = instruct.render_text(datasets.DatasetDict({"train": dataset["train"]}),
-                                        tokenizer)
-        max_length = tokens.resolve_max_length("auto", tokenizer, rendered)
-    encoded = instruct.encode_splits(dataset, tokenizer, max_length)
-    encoded, _ = instruct.apply_truncation_policy(encoded, cfg.truncated_responses, max_length,
-                                                  log=log_fn)
-    log_fn(f"[train] chat template: {template}; max_length {max_length}")
-    if cfg.packing:
-        packed = instruct.pack_dataset(encoded["train"], max_length)
-        summary = instruct.packing_summary(encoded["train"], packed, max_length)
-        log_fn(f"[train] packing: {summary['examples']} examples in {summary['rows']} rows "
-               f"({summary['examples_per_row']} per row, {summary['fill']:.1%} of positions "
-               "real tokens)")
-        encoded["train"] = packed
-    return int(max_length), encoded
-
-
-def lm_loss(trainer: Trainer, ds: datasets.Dataset) -> dict[str, float]:
-    """Exact mean cross-entropy per trained (response) token over `ds`, and perplexity:
-    token losses and counts summed over every batch and process, then divided once (under
-    torchrun, accelerate may repeat a few examples to even out the last batch)."""
-    model = trainer.model
-    was_training = model.training
-    model.eval()
-    total = torch.zeros((), dtype=torch.float64, device=trainer.args.device)
-    count = torch.zeros((), dtype=torch.int64, device=trainer.args.device)
-    with torch.inference_mode(), trainer.autocast_smart_context_manager():
-        for batch in trainer.get_eval_dataloader(ds.select_columns(model_columns(ds))):
-            batch = trainer._prepare_inputs(batch)
-            labels = batch.pop("labels")[:, 1:]
-            logits = model(**batch, use_cache=False).logits[:, :-1].float()
-            total += torch.nn.functional.cross_entropy(
-                logits.flatten(0, 1), labels.flatten(), ignore_index=-100, reduction="sum")
-            count += (labels != -100).sum()
-    model.train(was_training)
-    total = trainer.accelerator.gather(total[None]).sum().item()
-    count = int(trainer.accelerator.gather(count[None]).sum().item())
-    loss = total / max(count, 1)
-    return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "tokens": count}
-
-
 def evaluate_splits(run: TrainingRun, splits: tuple[str, ...] = ("validation", "test"),
                     ) -> dict[str, dict[str, float]]:
-    """Loss, accuracy and macro-F1 of the (best) model on each split; for the instruction
-    task, loss per response token, perplexity and the number of response tokens."""
-    if run.cfg.task == "instruction":
-        return {split: lm_loss(run.trainer, run.tokenized[split]) for split in splits}
-    results = {}
-    columns = run.trainer.train_dataset.column_names
-    for split in splits:
-        scores = run.trainer.evaluate(run.tokenized[split].select_columns(columns),
-                                      metric_key_prefix=split)
-        results[split] = {key.removeprefix(f"{split}_"): value for key, value in scores.items()
-                          if key.removeprefix(f"{split}_") in ("loss", "accuracy", "f1")}
-    return results
+    """The task's metrics of the (best) model on each split (classification: loss,
+    accuracy, macro-F1; instruction: loss per response token, perplexity, tokens)."""
+    return get_task(run.cfg.task).evaluate(run.trainer, run.tokenized, splits)
 
 
 def training_summary(run: TrainingRun, train_output) -> dict[str, Any]:

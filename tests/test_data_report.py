@@ -173,7 +173,7 @@ def test_conflicts_before_the_split_are_reported(tmp_path):
     rows += [(f"filler sentence {i}", "pos" if i % 2 else "neg") for i in range(40)]
     pd.DataFrame(rows, columns=["text", "label"]).to_csv(path, index=False)
     dd = data.load_data(str(path))
-    pool, _ = data.load_pool(str(path))
+    pool = data.load_pool(str(path))
     report = data_report.inspect_data(dd, pool)
     assert report["conflicting_labels"]["texts"] == 0  # dedupe kept one copy...
     assert report["before_split"]["conflicting_label_texts"] == 1  # ...of a conflict

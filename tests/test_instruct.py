@@ -13,6 +13,7 @@ import torch
 from sftlib import instruct, train
 from sftlib.config import RunConfig
 from sftlib.instruct import IGNORE_INDEX
+from sftlib.tasks.instruction import build_causal_lm, trainable_share
 
 MODEL = "smollm2-135m-instruct"
 HI = [{"role": "user", "content": "Hi there"}, {"role": "assistant", "content": "Hello!"}]
@@ -31,7 +32,7 @@ def tokenizer():
 def model():
     cfg = RunConfig(task="instruction", model=MODEL, dataset="alpaca-demo",
                     metric_for_best="loss")
-    return train.build_causal_lm(cfg, train.detect_hardware("fp32")).eval()
+    return build_causal_lm(cfg).eval()
 
 
 def trained(example, tokenizer):
@@ -202,18 +203,17 @@ def _lora_config(**changes):
 
 
 def test_lora_trains_only_the_adapters_and_reports_their_share():
-    hardware = train.detect_hardware("fp32")
-    model = train.build_causal_lm(_lora_config(lora_r=16), hardware)
+    model = build_causal_lm(_lora_config(lora_r=16))
     base = model.get_base_model()
     linear = [m for name, m in base.named_modules() if isinstance(m, torch.nn.Linear)
               and name.split(".")[-1] != "lm_head" and "lora_" not in name]
     expected = sum(16 * (m.in_features + m.out_features) for m in linear)
-    share = train.trainable_share(model)
+    share = trainable_share(model)
     assert share["trainable"] == expected == 4_884_480  # 30 layers x 7 projections
     assert share["total"] == 134_515_008 + expected
     assert share["share"] == pytest.approx(0.03504, abs=1e-5)
-    few = train.trainable_share(train.build_causal_lm(
-        _lora_config(lora_r=8, lora_target_modules="q_proj,v_proj"), hardware))
+    few = trainable_share(build_causal_lm(
+        _lora_config(lora_r=8, lora_target_modules="q_proj,v_proj")))
     assert few["trainable"] == 30 * 8 * ((576 + 576) + (576 + 192))
 
 
@@ -221,7 +221,7 @@ def test_save_final_merges_lora_into_a_plain_model(tmp_path, tokenizer):
     from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
 
     cfg = _lora_config(lora_r=4, lora_target_modules="q_proj,v_proj")
-    model = train.build_causal_lm(cfg, train.detect_hardware("fp32"))
+    model = build_causal_lm(cfg)
     torch.manual_seed(0)
     for name, param in model.named_parameters():
         if "lora_B" in name:  # B starts at zero (a no-op adapter): give it weight

@@ -9,7 +9,10 @@ import nbformat
 import pytest
 
 from sftlib.config import RunConfig
-from sftlib.pipeline import NOTEBOOKS, run_pipeline
+from sftlib.pipeline import run_pipeline
+from sftlib.tasks import get_task
+
+NOTEBOOKS = get_task("instruction").notebooks
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_INSTRUCTION = {

@@ -5,10 +5,10 @@ import json
 import pandas as pd
 import pytest
 
-from sftlib import data, instruction_data
+from sftlib import data, instruction_data, sources
 from sftlib.config import RunConfig
-from sftlib.data import DataError
 from sftlib.generation import lcs_length, rouge_l, token_f1
+from sftlib.sources import DataError
 
 
 def _write_jsonl(path, rows):
@@ -24,7 +24,7 @@ def _alpaca_rows(n):
 def test_alpaca_jsonl_becomes_chats_split_80_10_10(tmp_path):
     path = _write_jsonl(tmp_path / "alpaca.jsonl", _alpaca_rows(50))
     dd = instruction_data.load_instruction_data(str(path))
-    assert [len(dd[s]) for s in data.SPLITS] == [40, 5, 5]
+    assert [len(dd[s]) for s in sources.SPLITS] == [40, 5, 5]
     row = next(r for r in dd["train"] if r["prompt"].endswith("in words"))
     assert row["messages"][0]["role"] == "user" and "\n\nin words" in row["messages"][0]["content"]
     assert row["messages"][-1] == {"role": "assistant", "content": row["response"]}
@@ -56,9 +56,9 @@ def test_messages_with_text_parts_and_prompt_completion_shapes(tmp_path):
 def test_one_prompt_never_sits_in_two_splits(tmp_path):
     rows = [{"instruction": f"Task {i % 25}", "output": f"Answer {i}"} for i in range(100)]
     dd = instruction_data.load_instruction_data(str(_write_jsonl(tmp_path / "a.jsonl", rows)))
-    prompts = {s: set(dd[s]["prompt"]) for s in data.SPLITS}
+    prompts = {s: set(dd[s]["prompt"]) for s in sources.SPLITS}
     assert not prompts["train"] & prompts["validation"] and not prompts["train"] & prompts["test"]
-    assert sum(len(dd[s]) for s in data.SPLITS) == 100
+    assert sum(len(dd[s]) for s in sources.SPLITS) == 100
 
 
 def test_folder_of_splits_carves_test_out_of_train(tmp_path):
@@ -93,9 +93,9 @@ def test_unrecognized_columns_name_the_accepted_shapes(tmp_path):
 def test_alpaca_demo_asset_through_the_config():
     cfg = RunConfig(task="instruction", model="smollm2-135m-instruct", dataset="alpaca-demo",
                     metric_for_best="loss")
-    assert len(data.load_pool_from_config(cfg)) == 999
-    dd = data.load_from_config(cfg)
-    assert sum(len(dd[s]) for s in data.SPLITS) == 985  # 14 exact duplicates removed
+    assert len(instruction_data.load_pool_from_config(cfg)) == 999
+    dd = instruction_data.load_from_config(cfg)
+    assert sum(len(dd[s]) for s in sources.SPLITS) == 985  # 14 exact duplicates removed
     assert data.label_names(dd) == [] and set(dd["train"].column_names) == {
         "messages", "prompt", "response", "text"}
 

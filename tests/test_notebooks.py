@@ -1,6 +1,6 @@
-"""The notebooks: committed clean, thin, parameterized; and run end to end by papermill."""
+"""The notebooks: one sequence per task, committed clean, thin, parameterized, linted; and run
+end to end by papermill."""
 
-import ast
 import json
 import subprocess
 import sys
@@ -8,39 +8,72 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from notebook_checks import check_source, committed_text, notebook_paths, stripped_text
 
 from sftlib.config import RunConfig
-from sftlib.pipeline import NOTEBOOKS, run_pipeline
+from sftlib.pipeline import notebook_dir, run_pipeline
+from sftlib.tasks import TASK_MODULES, get_task
 
 ROOT = Path(__file__).resolve().parents[1]
-MAX_CELL_LINES = 16
+CLASSIFICATION = get_task("classification").notebooks
+PATHS = notebook_paths()
 
 
-def _load(name):
-    return nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
+@pytest.mark.parametrize("task, path", PATHS, ids=[f"{t}/{p.stem}" for t, p in PATHS])
+def test_notebook_source_is_clean_thin_and_parameterized(task, path):
+    check_source(nbformat.reads(stripped_text(path), as_version=4), task)
 
 
-@pytest.mark.parametrize("name", NOTEBOOKS)
-def test_notebook_is_clean_thin_and_parameterized(name):
-    nb = _load(name)
-    code = [c for c in nb.cells if c.cell_type == "code"]
-    assert all(not c.outputs and c.execution_count is None for c in code), "strip outputs"
-    assert "parameters" in code[0].metadata.get("tags", [])
-    assigned = {t.id for node in ast.parse(code[0].source).body for t in node.targets}
-    assert assigned <= set(RunConfig.field_names()), assigned - set(RunConfig.field_names())
-    assert nb.cells[0].cell_type == "markdown" and len(nb.cells[0].source) > 300
-    for cell in code:
-        assert len(cell.source.splitlines()) <= MAX_CELL_LINES, cell.source
+@pytest.mark.parametrize("task, path", PATHS, ids=[f"{t}/{p.stem}" for t, p in PATHS])
+def test_notebooks_are_committed_without_outputs(task, path):
+    committed = committed_text(path)
+    if committed is None:
+        pytest.skip("not a git checkout")
+    nb = nbformat.reads(committed, as_version=4)
+    assert not [c for c in nb.cells if c.cell_type == "code" and c.outputs], \
+        f"{path.name}: run `make strip` or `make git-filters` before committing"
+    assert "language_info" not in nb.metadata
 
 
-def test_notebooks_match_their_generator():
-    sys.path.insert(0, str(ROOT / "tools"))
-    import make_notebooks
+def test_every_task_has_exactly_its_notebooks():
+    for task in TASK_MODULES:
+        on_disk = sorted(p.stem for p in notebook_dir(task).glob("*.ipynb"))
+        assert on_disk == sorted(get_task(task).notebooks), task
+    assert not list((ROOT / "notebooks").glob("*.ipynb")), "notebooks live in notebooks/<task>/"
 
-    for name, generated in make_notebooks.NOTEBOOKS.items():
-        committed = json.loads((ROOT / "notebooks" / f"{name}.ipynb").read_text())
-        assert json.loads(nbformat.writes(generated)) == committed, \
-            f"{name}: run python tools/make_notebooks.py"
+
+def test_instruction_notebook_parameters_agree_with_the_shipped_config():
+    import ast
+
+    import yaml
+
+    shipped = yaml.safe_load((ROOT / "configs" / "instruction.yaml").read_text())
+    for task, path in PATHS:
+        if task != "instruction":
+            continue
+        source = nbformat.read(path, as_version=4).cells[1].source
+        values = {t.id: ast.literal_eval(node.value) for node in ast.parse(source).body
+                  for t in node.targets}
+        differing = {k: (v, shipped[k]) for k, v in values.items()
+                     if k in shipped and v != shipped[k]}  # 1 == 1.0: numbers compare as numbers
+        assert not differing, f"{path.name}: {differing}"
+
+
+def test_a_notebook_refuses_a_config_of_the_other_task():
+    from sftlib.config import ConfigError
+
+    with pytest.raises(ConfigError, match="open notebooks/instruction/"):
+        RunConfig.for_notebook({"task": "instruction"}, task="classification")
+    assert RunConfig.for_notebook({"lr": 3e-5}, task="classification").lr == 3e-5
+
+
+def test_ruff_lints_the_notebooks():
+    result = subprocess.run([sys.executable, "-m", "ruff", "check", "notebooks"], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+    listed = subprocess.run([sys.executable, "-m", "ruff", "check", "--show-files", "notebooks"],
+                            cwd=ROOT, capture_output=True, text=True).stdout
+    assert listed.count(".ipynb") == len(PATHS), listed
 
 
 @pytest.mark.slow
@@ -59,7 +92,7 @@ def test_pipeline_writes_a_complete_report(tiny_run):
     assert manifest["inputs"]["model"]["model.safetensors"].startswith("53aa5117")
     assert "torch" in manifest["packages"] and "commit" in manifest["git"]
     assert "model.safetensors" in manifest["outputs"]["model"]
-    for name in NOTEBOOKS:
+    for name in CLASSIFICATION:
         executed = nbformat.read(tiny_run / "notebooks" / f"{name}.ipynb", as_version=4)
         outputs = [o for c in executed.cells if c.cell_type == "code" for o in c.outputs]
         assert not [o for o in outputs if o.output_type == "error"], name

@@ -11,6 +11,7 @@ import pytest
 
 from sftlib import train
 from sftlib.config import RunConfig
+from sftlib.tasks.classification import build_classifier
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = {"train_subset": 160, "eval_subset": 64, "max_steps": 16, "batch_size": 8,
@@ -123,11 +124,10 @@ def test_native_bf16_is_read_from_the_cpu_flags():
 def test_seed_is_set_before_the_head_is_created():
     import torch
 
-    hardware = train.detect_hardware("fp32")
     names = ["neg", "pos"]
-    first = train.build_model(RunConfig(seed=1), names, hardware).classifier.weight
-    again = train.build_model(RunConfig(seed=1), names, hardware).classifier.weight
-    other = train.build_model(RunConfig(seed=2), names, hardware).classifier.weight
+    first = build_classifier(RunConfig(seed=1), names).classifier.weight
+    again = build_classifier(RunConfig(seed=1), names).classifier.weight
+    other = build_classifier(RunConfig(seed=2), names).classifier.weight
     assert torch.equal(first, again) and not torch.equal(first, other)
 
 
@@ -139,8 +139,7 @@ def test_half_precision_checkpoint_trains_with_fp32_master_weights(tmp_path):
     config = BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1,
                         num_attention_heads=2, intermediate_size=32)
     BertModel(config).half().save_pretrained(tmp_path)
-    model = train.build_model(RunConfig(model=str(tmp_path)), ["neg", "pos"],
-                              train.detect_hardware("fp32"))
+    model = build_classifier(RunConfig(model=str(tmp_path)), ["neg", "pos"])
     assert {p.dtype for p in model.parameters()} == {torch.float32}
 
 

@@ -1,0 +1,123 @@
+"""Task "classification": a pretrained encoder with a fresh classification head.
+
+Data: text + label (`sftlib.data`); encoding: the tokenizer truncating at max_length, padded
+per batch (`DataCollatorWithPadding`); model: `AutoModelForSequenceClassification` with one
+output per label name; metrics: loss, accuracy and macro-F1; saved with
+`Trainer.save_model` (loads with `transformers.pipeline("text-classification")`).
+Preflight also looks for leakage and conflicting labels (warned, or `DataQualityError`
+with `strict_data`). Notebooks: `notebooks/classification/`.
+
+Not supported: multi-label or regression heads, sentence pairs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.metrics import accuracy_score, f1_score
+from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, set_seed
+
+from sftlib import assets, data, data_report, sources, tokens
+from sftlib.tasks import Log
+
+EVAL_KEYS = ("loss", "accuracy", "f1")
+
+
+def compute_metrics(eval_pred) -> dict[str, float]:
+    """Accuracy and macro-F1 from Trainer's (logits, labels)."""
+    logits, labels = eval_pred
+    predictions = np.asarray(logits).argmax(axis=-1)
+    return {"accuracy": float(accuracy_score(labels, predictions)),
+            "f1": float(f1_score(labels, predictions, average="macro"))}
+
+
+def build_classifier(cfg: Any, label_names: list[str], attn_implementation: str = "sdpa"):
+    """The pretrained encoder with a fresh classification head for `label_names`."""
+    set_seed(cfg.seed)  # the head's initialization depends on it
+    return AutoModelForSequenceClassification.from_pretrained(
+        assets.resolve_model(cfg.model),
+        num_labels=len(label_names),
+        id2label=dict(enumerate(label_names)),
+        label2id={name: i for i, name in enumerate(label_names)},
+        attn_implementation=attn_implementation,
+        # fp32 master weights whatever the checkpoint holds (transformers 5 loads an fp16/bf16
+        # checkpoint in its own dtype); bf16/fp16 come from autocast, not from the weights
+        dtype=torch.float32,
+    )
+
+
+class ClassificationTask:
+    name = "classification"
+    notebooks = ("01_data_inspection", "02_tokenization", "03_fine_tuning",
+                 "04_error_analysis", "05_deployment")
+    # a per-example mean: Trainer's token averaging would scale it by the number of
+    # processes under torchrun
+    token_averaged_loss = False
+    compute_metrics = staticmethod(compute_metrics)
+
+    def load_data(self, cfg: Any) -> datasets.DatasetDict:
+        return data.load_from_config(cfg)
+
+    def load_pool(self, cfg: Any) -> pd.DataFrame | None:
+        return data.load_pool_from_config(cfg)
+
+    def preflight(self, cfg: Any, log: Log) -> dict[str, Any]:
+        """Model and data fetched and loaded; leakage and conflicting labels looked for."""
+        model_path = assets.resolve_model(cfg.model, log=log)
+        dataset = self.load_data(cfg)
+        sizes = sources.require_rows(dataset, cfg.dataset)
+        findings = data_report.quick_findings(dataset, self.load_pool(cfg))
+        data_report.check_findings(findings, cfg.strict_data)
+        for finding in findings:
+            log(f"[run] WARNING data: {finding} (strict_data=True makes this an error)")
+        return {"model_path": model_path, "split_sizes": sizes,
+                "label_names": data.label_names(dataset), "data_findings": findings}
+
+    def inspection_texts(self, cfg: Any, dataset: datasets.DatasetDict,
+                         tokenizer: Any) -> datasets.DatasetDict:
+        return dataset
+
+    def encode(self, cfg: Any, dataset: datasets.DatasetDict, tokenizer: Any,
+               log: Log) -> tuple[int, datasets.DatasetDict]:
+        max_length = tokens.resolve_max_length(cfg.max_length, tokenizer, dataset)
+        return max_length, tokens.tokenize_splits(dataset, tokenizer, max_length)
+
+    def build_model(self, cfg: Any, dataset: datasets.DatasetDict, hardware: Any, log: Log):
+        return build_classifier(cfg, data.label_names(dataset), hardware.attn_implementation)
+
+    def collator(self, tokenizer: Any, pad_to_multiple_of: int | None):
+        return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_to_multiple_of)
+
+    def live_metric(self, cfg: Any) -> str:
+        return cfg.metric_for_best if cfg.metric_for_best != "loss" else "accuracy"
+
+    def add_log_metrics(self, logs: dict[str, float]) -> None:
+        return None
+
+    def evaluate(self, trainer: Any, tokenized: datasets.DatasetDict,
+                 splits: tuple[str, ...]) -> dict[str, dict[str, float]]:
+        """Loss, accuracy and macro-F1 per split, through Trainer.evaluate."""
+        results = {}
+        columns = trainer.train_dataset.column_names
+        for split in splits:
+            scores = trainer.evaluate(tokenized[split].select_columns(columns),
+                                      metric_key_prefix=split)
+            results[split] = {key.removeprefix(f"{split}_"): value
+                              for key, value in scores.items()
+                              if key.removeprefix(f"{split}_") in EVAL_KEYS}
+        return results
+
+    def save_model(self, trainer: Any, folder: Path) -> None:
+        trainer.save_model(str(folder))
+
+    def headline(self, split: str, scores: dict[str, float]) -> str:
+        return (f"{split}: accuracy {scores.get('accuracy', float('nan')):.4f}, "
+                f"macro-F1 {scores.get('f1', float('nan')):.4f}")
+
+
+TASK = ClassificationTask()

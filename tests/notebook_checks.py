@@ -1,0 +1,55 @@
+"""What a notebook in notebooks/<task>/ must be as source, shared by the notebook tests and
+the browser test (a notebook saved by JupyterLab must pass after the strip step)."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+
+from sftlib.config import RunConfig
+from sftlib.tasks import TASK_MODULES, get_task
+
+ROOT = Path(__file__).resolve().parents[1]
+MAX_CELL_LINES = 16
+MAX_PARAMETER_LINES = 20  # a list of settings, not logic
+STRIP_KEYS = "metadata.language_info"  # the Makefile's STRIP_KEYS
+
+
+def notebook_paths() -> list[tuple[str, Path]]:
+    """(task, path) of every notebook of every task's sequence, in reading order."""
+    return [(task, ROOT / "notebooks" / task / f"{name}.ipynb")
+            for task in TASK_MODULES for name in get_task(task).notebooks]
+
+
+def stripped_text(path: Path) -> str:
+    """The notebook as `git add` stores it: nbstripout with the project's keys."""
+    return subprocess.run([sys.executable, "-m", "nbstripout", "-t", "--extra-keys", STRIP_KEYS,
+                           str(path)], capture_output=True, text=True, check=True).stdout
+
+
+def committed_text(path: Path) -> str | None:
+    """The notebook as staged in git (what a commit holds); None outside a git checkout."""
+    relative = path.relative_to(ROOT).as_posix()
+    result = subprocess.run(["git", "show", f":{relative}"], cwd=ROOT, capture_output=True,
+                            text=True)
+    return result.stdout if result.returncode == 0 else None
+
+
+def check_source(nb: nbformat.NotebookNode, task: str) -> None:
+    """Clean, thin, parameterized, and no cell that branches on the task."""
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(not c.outputs and c.execution_count is None for c in code), "strip outputs"
+    assert "parameters" in code[0].metadata.get("tags", []), "first code cell: parameters"
+    assigned = {t.id for node in ast.parse(code[0].source).body for t in node.targets}
+    assert assigned <= set(RunConfig.field_names()), assigned - set(RunConfig.field_names())
+    assert "task" not in assigned, "the task is the notebook folder's, not a parameter"
+    assert f'RunConfig.for_notebook(globals(), task="{task}")' in code[1].source
+    assert nb.cells[0].cell_type == "markdown" and len(nb.cells[0].source) > 300
+    assert len(code[0].source.splitlines()) <= MAX_PARAMETER_LINES, code[0].source
+    for cell in code[1:]:
+        assert len(cell.source.splitlines()) <= MAX_CELL_LINES, cell.source
+        assert "cfg.task" not in cell.source, cell.source
