@@ -38,6 +38,34 @@ def test_unknown_key_names_key_and_allowed_keys():
     ({"early_stopping_patience": 2, "eval_strategy": "no"}, "early_stopping_patience needs"),
     ({"precision": "int4"}, "precision: 'int4' is not one of"),
     ({"max_steps": 0}, "max_steps: -1 (use epochs) or a positive count"),
+    ({"max_steps": 10**8}, "max_steps: -1 (use epochs) or a positive count up to 10000000, "
+                           "got 100000000"),
+    ({"lr": float("nan")}, "lr: must be a finite number, got nan"),
+    ({"epochs": float("inf")}, "epochs: must be a finite number, got inf"),
+    ({"warmup_ratio": float("nan")}, "warmup_ratio: must be a finite number, got nan"),
+    ({"final_lr": float("nan")}, "final_lr: must be a finite number, got nan"),
+    ({"max_grad_norm": float("inf")}, "max_grad_norm: must be a finite number, got inf"),
+    ({"plot_interval_s": float("-inf")}, "plot_interval_s: must be a finite number, got -inf"),
+    ({"gamma": float("nan")}, "gamma: must be a finite number, got nan"),
+    ({"lr": 10**400}, "lr: must be a finite number, got an integer of about 401 digits"),
+    ({"lr": 1.0}, "lr: must be > 0 and < 1, got 1.0 (AdamW diverges"),
+    ({"epochs": 1001}, "epochs: must be >= 0 and <= 1000, got 1001.0"),
+    ({"epochs": -1, "max_steps": 10}, "epochs: must be >= 0 and <= 1000, got -1.0"),
+    ({"seed": 10**20}, "seed: must be >= 0 and <= 4294967295, got 100000000000000000000 "
+                       "(numpy and torch seeds are 32-bit)"),
+    ({"seed": -1}, "seed: must be >= 0 and <= 4294967295, got -1"),
+    ({"seed": 1e20}, "seed: expected int, got float 1e+20"),
+    ({"seed": "1e20"}, "seed: expected int, got str '1e20'"),
+    ({"batch_size": 65537}, "batch_size: must be >= 1 and <= 65536, got 65537"),
+    ({"eval_batch_size": 10**6}, "eval_batch_size: must be >= 1 and <= 65536, got 1000000"),
+    ({"grad_accum_steps": 0}, "grad_accum_steps: must be >= 1 and <= 65536, got 0"),
+    ({"logging_steps": 0}, "logging_steps: must be >= 1 and <= 10000000, got 0"),
+    ({"eval_steps": -3}, "eval_steps: must be >= 1 and <= 10000000, got -3"),
+    ({"early_stopping_patience": -1}, "early_stopping_patience: must be >= 0"),
+    ({"train_subset": 0}, "train_subset: must be >= 1"),
+    ({"weight_decay": 5.0}, "weight_decay: must be >= 0 and <= 1, got 5.0"),
+    ({"warmup_ratio": 1.0}, "warmup_ratio: must be >= 0 and < 1, got 1.0"),
+    ({"plot_max_share": float("nan")}, "plot_max_share: must be a finite number, got nan"),
     ({"task": "instruction"}, "model: 'minilm-l6' is a classification asset"),
     ({"task": "instruction"}, "configs/instruction.yaml"),
     ({"task": "summarize"}, "task: 'summarize' is not one of classification, instruction"),
@@ -47,6 +75,10 @@ def test_unknown_key_names_key_and_allowed_keys():
     ({**INSTRUCTION, "text_column": "body"}, "text_column: only for task 'classification'"),
     ({**INSTRUCTION, "lora_r": 8}, "lora_r: LoRA options without lora=true"),
     ({**INSTRUCTION, "lora": True, "lora_dropout": 1.0}, "lora_dropout: must be in [0, 1)"),
+    ({**INSTRUCTION, "lora": True, "lora_alpha": float("inf")},
+     "lora_alpha: must be a finite number, got inf"),
+    ({**INSTRUCTION, "lora": True, "lora_r": 10**6}, "lora_r: must be >= 1 and <= 65536"),
+    ({**INSTRUCTION, "max_new_tokens": 10**5}, "max_new_tokens: must be >= 1 and <= 8192"),
     ({**INSTRUCTION, "truncated_responses": "keep"}, "truncated_responses: 'keep' is not one of"),
     ({**INSTRUCTION, "dataset": "rotten-tomatoes"}, "dataset: 'rotten-tomatoes' is a "
                                                      "classification asset"),
@@ -58,8 +90,10 @@ def test_impossible_values_are_one_clear_error(values, fragment):
 
 
 def test_numbers_are_widened_but_not_invented():
-    cfg = RunConfig.from_dict({"lr": 1, "epochs": 3, "max_length": "auto", "gamma": None})
-    assert cfg.lr == 1.0 and isinstance(cfg.lr, float) and cfg.epochs == 3.0
+    cfg = RunConfig.from_dict({"max_grad_norm": 5, "epochs": 3, "max_length": "auto",
+                               "gamma": None})
+    assert cfg.max_grad_norm == 5.0 and isinstance(cfg.max_grad_norm, float)
+    assert cfg.epochs == 3.0
     assert RunConfig.from_dict({"lr": "3e-5"}).lr == 3e-5  # YAML reads 3e-5 as a string
 
 
@@ -105,3 +139,9 @@ def test_instruction_config_is_valid_with_its_options():
     assert (cfg.task, cfg.lora_r, cfg.packing) == ("instruction", 8, True)
     shipped = load_config(Path(__file__).parents[1] / "configs" / "instruction.yaml")
     assert shipped.task == "instruction" and shipped.metric_for_best == "loss"
+
+
+def test_direct_construction_coerces_like_from_dict():
+    assert RunConfig(lr="1e-4").lr == 1e-4 and RunConfig(epochs=3).epochs == 3.0
+    with pytest.raises(ConfigError, match="seed: must be >= 0"):
+        RunConfig(seed=2**32)
