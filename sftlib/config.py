@@ -122,7 +122,7 @@ class RunConfig:
     def from_dict(cls, values: dict[str, Any]) -> RunConfig:
         """Build from a mapping; unknown keys and wrong types raise ConfigError."""
         known = set(cls.field_names())
-        unknown = sorted(set(values) - known)
+        unknown = sorted(set(values) - known, key=str)  # a YAML file's keys may be numbers
         if unknown:
             raise ConfigError(
                 f"unknown config key(s) {unknown}; allowed keys: {', '.join(sorted(known))}"
@@ -154,9 +154,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     values: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        loaded = yaml.safe_load(path.read_text()) or {}
+        loaded = _parse_yaml(_read_config_file(path), f"config file {path}") or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping of key: value")
         values.update(loaded)
@@ -171,8 +169,57 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"override {item!r} is not of the form key=value")
-        parsed[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+        parsed[key.strip()] = _parse_yaml(
+            raw, f"override {item!r}", "; quote a value meant as text, e.g. key='...'"
+        ) if raw.strip() else None
     return parsed
+
+
+def _read_config_file(path: Path) -> str:
+    """The file's text; a missing, unreadable or non-UTF-8 file is one ConfigError naming it."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a folder; give a YAML file") from None
+    except OSError as error:
+        raise ConfigError(f"config file {path}: cannot read it "
+                          f"({error.strerror or error})") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line, column = _line_column(data, error.start)
+        raise ConfigError(f"config file {path}: not UTF-8 text (byte 0x{data[error.start]:02x} "
+                          f"at line {line}, column {column}); save it as UTF-8") from None
+
+
+def _parse_yaml(text: str, where: str, hint: str = "") -> Any:
+    """`yaml.safe_load`; any failure is one ConfigError line: where, line, column, problem."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = _one_line(error.problem or error.context or "not valid YAML")
+        raise ConfigError(f"{where}: YAML error{at}: {problem}{hint}") from None
+    except yaml.reader.ReaderError as error:  # a control character YAML does not allow
+        line, column = _line_column(text, error.position)
+        char = error.character if isinstance(error.character, int) else ord(error.character)
+        raise ConfigError(f"{where}: YAML error at line {line}, column {column}: character "
+                          f"U+{char:04X} is not allowed in YAML{hint}") from None
+    except Exception as error:  # tags such as `!!int x` reach int(), float(), re inside PyYAML
+        raise ConfigError(f"{where}: YAML cannot read it: {type(error).__name__}: "
+                          f"{_one_line(str(error))}{hint}") from None
+
+
+def _line_column(text: str | bytes, offset: int) -> tuple[int, int]:
+    newline = "\n" if isinstance(text, str) else b"\n"
+    return text.count(newline, 0, offset) + 1, offset - text.rfind(newline, 0, offset)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
 
 
 # validation -------------------------------------------------------------------------

@@ -145,3 +145,78 @@ def test_direct_construction_coerces_like_from_dict():
     assert RunConfig(lr="1e-4").lr == 1e-4 and RunConfig(epochs=3).epochs == 3.0
     with pytest.raises(ConfigError, match="seed: must be >= 0"):
         RunConfig(seed=2**32)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("lr=.nan", "lr: must be a finite number, got nan"),
+    ("epochs=.inf", "epochs: must be a finite number, got inf"),
+    ("warmup_ratio=nan", "warmup_ratio: must be a finite number, got nan"),
+    ("max_grad_norm=-.inf", "max_grad_norm: must be a finite number, got -inf"),
+    ("seed=1e20", "seed: expected int, got str '1e20'"),
+    ("seed=100000000000000000000", "seed: must be >= 0 and <= 4294967295"),
+    ("lr=[1", "override 'lr=[1': YAML error at line 1, column 3: expected ',' or ']', but got "
+              "'<stream end>'; quote a value meant as text, e.g. key='...'"),
+    ("model=a: b: c", "override 'model=a: b: c': YAML error at line 1, column 5: mapping values "
+                      "are not allowed here"),
+    ("lr=!!int x", "override 'lr=!!int x': YAML cannot read it: ValueError: invalid literal"),
+    ("model=\x01", "override 'model=\\x01': YAML error at line 1, column 1: character U+0001 "
+                   "is not allowed in YAML"),
+    ("lr=[1, 2]", "lr: expected float, got list [1, 2]"),
+    ("model={a: 1}", "model: expected str, got dict {'a': 1}"),
+    ("batch_size=" + "9" * 5000, "override 'batch_size=999"),
+])
+def test_override_errors_are_one_line_naming_key_and_value(override, message):
+    with pytest.raises(ConfigError) as error:
+        load_config(None, [override])
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_config_file_errors_name_file_and_position(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("lr: 3.0e-5\nepochs: [1\nschedule: cosine\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert str(error.value).startswith(f"config file {path}: YAML error at line 3, column 9: ")
+    path.write_text("lr: 3.0e-5\n  epochs: 1\n")
+    with pytest.raises(ConfigError, match=r"run.yaml: YAML error at line 2, column 9: mapping "
+                                          "values are not allowed here$"):
+        load_config(path)
+    path.write_text("lr: 1e-4\nmodel: x\x07y\n")
+    with pytest.raises(ConfigError, match="line 2, column 9: character U\\+0007 is not allowed"):
+        load_config(path)
+    path.write_bytes(b"lr: 1.0e-4\nmodel: caf\xe9\n")
+    with pytest.raises(ConfigError, match=r"run.yaml: not UTF-8 text \(byte 0xe9 at line 2, "
+                                          r"column 11\); save it as UTF-8"):
+        load_config(path)
+    path.write_text("1: 2\nlr: .nan\n")  # numeric keys once crashed the sorted() of unknowns
+    with pytest.raises(ConfigError, match=r"unknown config key\(s\) \[1\]"):
+        load_config(path)
+    path.write_text("lr: .nan\n")
+    with pytest.raises(ConfigError, match="lr: must be a finite number, got nan"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="is a folder; give a YAML file"):
+        load_config(tmp_path)
+
+
+def test_unreadable_config_file_is_a_config_error(tmp_path, monkeypatch):
+    path = tmp_path / "secret.yaml"
+    path.write_text("lr: 1.0e-4\n")
+
+    def denied(self):  # chmod 0 does not stop root, so the refusal is simulated
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    with pytest.raises(ConfigError, match=f"config file {path}: cannot read it "
+                                          r"\(Permission denied\)$"):
+        load_config(path)
+
+
+def test_cli_prints_yaml_errors_as_one_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("lr: [1\n")
+    result = subprocess.run([sys.executable, "-m", "sftlib", "config", "--config", str(path)],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith(f"sftlib: config error: config file {path}: YAML error at "
+                                    "line 2, column 1: ")
