@@ -1,10 +1,15 @@
+import dataclasses
+import math
 import subprocess
 import sys
+import typing
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from sftlib.config import ConfigError, RunConfig, load_config, parse_overrides
+from sftlib.config import ConfigError, RunConfig, _allowed_types, load_config, parse_overrides
 
 INSTRUCTION = {"task": "instruction", "model": "smollm2-135m-instruct", "dataset": "alpaca-demo",
                "metric_for_best": "loss"}
@@ -220,3 +225,51 @@ def test_cli_prints_yaml_errors_as_one_line(tmp_path):
     assert result.stderr.count("\n") == 1
     assert result.stderr.startswith(f"sftlib: config error: config file {path}: YAML error at "
                                     "line 2, column 1: ")
+
+
+# property-based: whatever the input, a valid RunConfig or one ConfigError, nothing else ------
+
+FLOAT_FIELDS = [f.name for f in dataclasses.fields(RunConfig)
+                if float in _allowed_types(typing.get_type_hints(RunConfig)[f.name])]
+FAST = settings(max_examples=200, deadline=None, database=None)
+BASES = [{}, {**INSTRUCTION, "lora": True}]  # lora_* floats are checked on the instruction task
+any_number = st.floats() | st.integers(min_value=-10**400, max_value=10**400)
+
+
+def test_float_fields_are_all_found():
+    assert {"lr", "epochs", "warmup_ratio", "gamma", "lora_alpha", "plot_max_share"} \
+        <= set(FLOAT_FIELDS)
+
+
+@FAST
+@given(base=st.sampled_from(BASES),
+       values=st.dictionaries(st.sampled_from(FLOAT_FIELDS), any_number, min_size=1))
+def test_any_float_values_give_a_config_or_a_config_error(base, values):
+    try:
+        cfg = RunConfig.from_dict({**base, **values})
+    except ConfigError as error:
+        assert "\n" not in str(error)
+        return
+    for key in values:
+        value = getattr(cfg, key)
+        assert value is None or (isinstance(value, float) and math.isfinite(value))
+
+
+@FAST
+@given(seed=st.integers(min_value=-2**70, max_value=2**70))
+def test_seed_is_a_32_bit_unsigned_int(seed):
+    if 0 <= seed < 2**32:
+        assert RunConfig(seed=seed).seed == seed
+    else:
+        with pytest.raises(ConfigError, match="seed: must be >= 0 and <= 4294967295"):
+            RunConfig(seed=seed)
+
+
+@FAST
+@given(item=st.text() | st.builds("{}={}".format, st.sampled_from(RunConfig.field_names()),
+                                  st.text()))
+def test_any_override_text_gives_a_config_or_a_config_error(item):
+    try:
+        load_config(None, [item])
+    except ConfigError as error:
+        assert "\n" not in str(error)
