@@ -60,7 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = sub.add_parser("predict", help="classify texts with a saved model folder")
     predict.add_argument("--model", required=True, help="folder written by a run (model/)")
-    predict.add_argument("--file", help="a text file, one text per line")
+    predict.add_argument("--file", help="a UTF-8 text file, one text per line (lines end at "
+                         "\\n only, CRLF works); empty and whitespace-only lines are skipped "
+                         "and counted on stderr")
     predict.add_argument("--batch-size", type=int, default=32)
     predict.add_argument("--int8", action="store_true",
                          help="dynamic int8 quantization of the Linear layers (CPU)")
@@ -194,18 +196,51 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from sftlib.deploy import Predictor
-
     texts = list(args.texts)
     if args.file:
-        texts += [line.rstrip("\n") for line in Path(args.file).read_text().splitlines()
-                  if line.strip()]
+        lines, skipped = read_text_lines(args.file)
+        texts += lines
+        if skipped:
+            print(f"sftlib: predict: skipped {skipped} empty line(s) of {args.file}",
+                  file=sys.stderr)
+        if not lines:
+            raise ValueError(f"--file {args.file}: no text in it (empty lines are skipped)")
     if not texts:
         raise ConfigError("predict: give texts as arguments or --file FILE")
+    from sftlib.deploy import Predictor  # after the texts: a bad --file fails before torch loads
+
     predictor = Predictor(args.model, batch_size=args.batch_size, quantize=args.int8)
     for row in predictor.predict(texts):
         print(json.dumps(row))
     return 0
+
+
+def read_text_lines(path: str | Path) -> tuple[list[str], int]:
+    """The texts of a UTF-8 file, one per line, and how many empty lines were left out.
+
+    Empty means empty or whitespace only (`not line.strip()`); every other line is one text,
+    as it is (spaces kept).
+
+    Lines end at "\\n" only (a trailing "\\r" of CRLF files is dropped): `str.splitlines` would
+    also split inside a text at U+2028, U+0085, \\x0b, \\x0c, \\x1c... and give more answers than
+    lines. A missing, unreadable or non-UTF-8 file is one ValueError naming it.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except OSError as error:
+        raise ValueError(f"--file {path}: cannot read it ({error.strerror or error})") from None
+    try:
+        content = data.decode("utf-8-sig")  # -sig: a BOM from Windows editors is not text
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise ValueError(f"--file {path}: not UTF-8 text (byte 0x{data[error.start]:02x} on "
+                         f"line {line}); save it as UTF-8") from None
+    lines = content.split("\n")
+    if lines[-1] == "":  # the final line's "\n" ends it; it does not start another
+        lines.pop()
+    lines = [line[:-1] if line.endswith("\r") else line for line in lines]
+    texts = [line for line in lines if line.strip()]
+    return texts, len(lines) - len(texts)
 
 
 DATASET_KEYS = ("dataset", "dataset_config", "text_column", "label_column")

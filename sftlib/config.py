@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import asdict, dataclass, fields
@@ -48,6 +49,12 @@ HF_SCHEDULES = ("hf:linear", "hf:cosine", "hf:cosine_with_restarts", "hf:polynom
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 EVAL_STRATEGIES = ("epoch", "steps", "no")
 METRICS = ("accuracy", "f1", "loss")
+# Upper bounds that only a mistake reaches (a typo, an extra zero, a value meant for another key)
+MAX_EPOCHS = 1000
+MAX_STEPS = 10_000_000  # max_steps, logging_steps, eval_steps, patience, checkpoints kept
+MAX_BATCH = 65536  # batch_size, eval_batch_size, grad_accum_steps, lora_r
+MAX_ROWS = 2**63 - 1  # train_subset, eval_subset, eval_generations: an int64 row count
+MAX_SEED = 2**32 - 1  # numpy's legacy seeding and torch.manual_seed take 32 bits
 
 
 class ConfigError(ValueError):
@@ -128,7 +135,7 @@ class RunConfig:
     def from_dict(cls, values: dict[str, Any]) -> RunConfig:
         """Build from a mapping; unknown keys and wrong types raise ConfigError."""
         known = set(cls.field_names())
-        unknown = sorted(set(values) - known)
+        unknown = sorted(set(values) - known, key=str)  # a YAML file's keys may be numbers
         if unknown:
             raise ConfigError(
                 f"unknown config key(s) {unknown}; allowed keys: {', '.join(sorted(known))}"
@@ -173,9 +180,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     values: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        loaded = yaml.safe_load(path.read_text()) or {}
+        loaded = _parse_yaml(_read_config_file(path), f"config file {path}") or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping of key: value")
         values.update(loaded)
@@ -190,8 +195,57 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"override {item!r} is not of the form key=value")
-        parsed[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+        parsed[key.strip()] = _parse_yaml(
+            raw, f"override {item!r}", "; quote a value meant as text, e.g. key='...'"
+        ) if raw.strip() else None
     return parsed
+
+
+def _read_config_file(path: Path) -> str:
+    """The file's text; a missing, unreadable or non-UTF-8 file is one ConfigError naming it."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a folder; give a YAML file") from None
+    except OSError as error:
+        raise ConfigError(f"config file {path}: cannot read it "
+                          f"({error.strerror or error})") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line, column = _line_column(data, error.start)
+        raise ConfigError(f"config file {path}: not UTF-8 text (byte 0x{data[error.start]:02x} "
+                          f"at line {line}, column {column}); save it as UTF-8") from None
+
+
+def _parse_yaml(text: str, where: str, hint: str = "") -> Any:
+    """`yaml.safe_load`; any failure is one ConfigError line: where, line, column, problem."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = _one_line(error.problem or error.context or "not valid YAML")
+        raise ConfigError(f"{where}: YAML error{at}: {problem}{hint}") from None
+    except yaml.reader.ReaderError as error:  # a control character YAML does not allow
+        line, column = _line_column(text, error.position)
+        char = error.character if isinstance(error.character, int) else ord(error.character)
+        raise ConfigError(f"{where}: YAML error at line {line}, column {column}: character "
+                          f"U+{char:04X} is not allowed in YAML{hint}") from None
+    except Exception as error:  # tags such as `!!int x` reach int(), float(), re inside PyYAML
+        raise ConfigError(f"{where}: YAML cannot read it: {type(error).__name__}: "
+                          f"{_one_line(str(error))}{hint}") from None
+
+
+def _line_column(text: str | bytes, offset: int) -> tuple[int, int]:
+    newline = "\n" if isinstance(text, str) else b"\n"
+    return text.count(newline, 0, offset) + 1, offset - text.rfind(newline, 0, offset)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
 
 
 # validation -------------------------------------------------------------------------
@@ -205,7 +259,10 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
         raise ConfigError(f"{key}: expected {_type_names(allowed)}, got bool {value!r}")
     if isinstance(value, int) and not isinstance(value, bool) and int not in allowed \
             and float in allowed:
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an int beyond float's range, e.g. 10**400
+            raise ConfigError(f"{key}: must be a finite number, got {_show(value)}") from None
     if isinstance(value, str) and str not in allowed and float in allowed:
         try:  # YAML reads "1e-4" as a string; accept it as the number it obviously is
             return float(value)
@@ -213,7 +270,7 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
             pass
     if not isinstance(value, tuple(t for t in allowed if t is not type(None))):
         raise ConfigError(
-            f"{key}: expected {_type_names(allowed)}, got {type(value).__name__} {value!r}"
+            f"{key}: expected {_type_names(allowed)}, got {type(value).__name__} {_show(value)}"
         )
     return value
 
@@ -227,6 +284,13 @@ def _allowed_types(hint: Any) -> tuple[type, ...]:
     return (hint,)
 
 
+def _show(value: Any) -> str:
+    """repr for a message; a huge int by its size (repr raises past 4300 digits)."""
+    if isinstance(value, int) and value.bit_length() > 128:
+        return f"an integer of about {int(value.bit_length() * math.log10(2)) + 1} digits"
+    return repr(value)
+
+
 def _type_names(allowed: tuple[type, ...]) -> str:
     return " or ".join("None" if t is type(None) else t.__name__ for t in allowed)
 
@@ -234,6 +298,25 @@ def _type_names(allowed: tuple[type, ...]) -> str:
 def _one_of(cfg: RunConfig, key: str, choices: tuple[str, ...]) -> None:
     if getattr(cfg, key) not in choices:
         raise ConfigError(f"{key}: {getattr(cfg, key)!r} is not one of {', '.join(choices)}")
+
+
+def _finite(cfg: RunConfig, key: str) -> None:
+    value = getattr(cfg, key)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key}: must be a finite number, got {value!r}")
+
+
+def _in_range(cfg: RunConfig, key: str, low: float, high: float, *, low_open: bool = False,
+              high_open: bool = False, why: str = "") -> None:
+    """low <= value <= high (or < where open); None passes; NaN fails every comparison."""
+    value = getattr(cfg, key)
+    if value is None:
+        return
+    above = low < value if low_open else low <= value
+    below = value < high if high_open else value <= high
+    if not (above and below):
+        raise ConfigError(f"{key}: must be {'>' if low_open else '>='} {low} and "
+                          f"{'<' if high_open else '<='} {high}, got {_show(value)}{why}")
 
 
 def _at_least(cfg: RunConfig, key: str, low: float, strict: bool = False) -> None:
@@ -247,8 +330,8 @@ def _at_least(cfg: RunConfig, key: str, low: float, strict: bool = False) -> Non
 def validate(cfg: RunConfig) -> None:
     """Reject impossible values and combinations with one actionable message."""
     hints = typing.get_type_hints(RunConfig)
-    for f in dataclasses.fields(cfg):
-        _coerce(f.name, getattr(cfg, f.name), hints[f.name])
+    for f in dataclasses.fields(cfg):  # RunConfig(lr="1e-4") gets the float from_dict would
+        setattr(cfg, f.name, _coerce(f.name, getattr(cfg, f.name), hints[f.name]))
     _one_of(cfg, "task", TASKS)
     _one_of(cfg, "chat_template", CHAT_TEMPLATES)
     _one_of(cfg, "truncated_responses", TRUNCATED_RESPONSES)
@@ -260,17 +343,25 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"max_length: an integer >= 8 or 'auto', got {cfg.max_length!r}")
     if isinstance(cfg.max_length, int) and not 8 <= cfg.max_length <= 8192:
         raise ConfigError(f"max_length: must be between 8 and 8192, got {cfg.max_length}")
-    for key in ("batch_size", "eval_batch_size", "grad_accum_steps", "logging_steps",
-                "eval_steps", "save_total_limit", "train_subset", "eval_subset"):
-        _at_least(cfg, key, 1)
-    for key in ("weight_decay", "final_lr", "warmup_ratio", "early_stopping_patience",
-                "plot_interval_s", "max_grad_norm"):
+    for f in dataclasses.fields(cfg):  # every float knob, present and future: no NaN, no inf
+        _finite(cfg, f.name)
+    for key in ("batch_size", "eval_batch_size", "grad_accum_steps"):
+        _in_range(cfg, key, 1, MAX_BATCH)
+    for key in ("logging_steps", "eval_steps", "save_total_limit"):
+        _in_range(cfg, key, 1, MAX_STEPS)
+    _in_range(cfg, "early_stopping_patience", 0, MAX_STEPS)
+    for key in ("train_subset", "eval_subset"):
+        _in_range(cfg, key, 1, MAX_ROWS)
+    _in_range(cfg, "seed", 0, MAX_SEED, why=" (numpy and torch seeds are 32-bit)")
+    _in_range(cfg, "lr", 0, 1, low_open=True, high_open=True,
+              why=" (AdamW diverges at 1 and above; 1e-5 to 1e-3 is usual)")
+    _in_range(cfg, "weight_decay", 0, 1, why=" (AdamW's decoupled decay; 0 to 0.1 is usual)")
+    _in_range(cfg, "warmup_ratio", 0, 1, high_open=True, why=" (a share of the steps)")
+    _in_range(cfg, "epochs", 0, MAX_EPOCHS)
+    for key in ("final_lr", "max_grad_norm", "plot_interval_s"):
         _at_least(cfg, key, 0)
-    _at_least(cfg, "lr", 0, strict=True)
     if not 0 < cfg.plot_max_share <= 1:
         raise ConfigError(f"plot_max_share: a share in (0, 1], got {cfg.plot_max_share}")
-    if cfg.warmup_ratio >= 1:
-        raise ConfigError(f"warmup_ratio: must be below 1, got {cfg.warmup_ratio}")
     if cfg.final_lr > cfg.lr:
         raise ConfigError(f"final_lr: {cfg.final_lr} is above the peak lr {cfg.lr}; "
                           "schedules decay from lr to final_lr")
@@ -281,15 +372,17 @@ def validate(cfg: RunConfig) -> None:
                           "(eta_t = lr * gamma**t never reaches 0)")
     if cfg.max_steps <= 0 and cfg.epochs <= 0:
         raise ConfigError("epochs: must be > 0 unless max_steps > 0")
-    if cfg.max_steps == 0 or cfg.max_steps < -1:
-        raise ConfigError(f"max_steps: -1 (use epochs) or a positive count, got {cfg.max_steps}")
+    if not (cfg.max_steps == -1 or 1 <= cfg.max_steps <= MAX_STEPS):
+        raise ConfigError(f"max_steps: -1 (use epochs) or a positive count up to {MAX_STEPS}, "
+                          f"got {cfg.max_steps}")
     if cfg.early_stopping_patience and cfg.eval_strategy == "no":
         raise ConfigError("early_stopping_patience needs evaluation: set eval_strategy to "
                           "'epoch' or 'steps'")
     if not cfg.output_dir:
         raise ConfigError("output_dir: must name a folder")
-    for key in ("lora_r", "max_new_tokens", "eval_generations"):
-        _at_least(cfg, key, 1)
+    _in_range(cfg, "lora_r", 1, MAX_BATCH)
+    _in_range(cfg, "max_new_tokens", 1, 8192, why=" (max_length's limit too)")
+    _in_range(cfg, "eval_generations", 1, MAX_ROWS)
     _at_least(cfg, "lora_alpha", 0, strict=True)
     if not 0 <= cfg.lora_dropout < 1:
         raise ConfigError(f"lora_dropout: must be in [0, 1), got {cfg.lora_dropout}")
