@@ -98,6 +98,8 @@ def schedule_figure(cfg, total_steps: int, compare: bool = True):
     """The configured schedule (bold) and, for comparison, the other three."""
     import matplotlib.pyplot as plt
 
+    from sftlib.plots import finish_axes
+
     names = OWN_SCHEDULES if compare else (cfg.schedule,)
     curve = schedule_curve(cfg, total_steps, names)
     fig, ax = plt.subplots(figsize=(8, 3.8))
@@ -105,11 +107,7 @@ def schedule_figure(cfg, total_steps: int, compare: bool = True):
         chosen = name == cfg.schedule
         ax.plot(curve.index, curve[name], lw=2.5 if chosen else 1, alpha=1 if chosen else 0.6,
                 label=f"{name} (chosen)" if chosen else name)
-    ax.set_title(f"Learning-rate schedules over {total_steps} steps "
-                 f"(warmup {warmup_steps_for(total_steps, cfg.warmup_ratio)} steps)")
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("learning rate")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
+    finish_axes(ax, f"Learning-rate schedules over {total_steps} steps "
+                f"(warmup {warmup_steps_for(total_steps, cfg.warmup_ratio)} steps)",
+                "optimizer step", "learning rate")
     return fig

@@ -319,6 +319,8 @@ def length_cdf_figure(lengths: pd.DataFrame, max_length: int, suggested: int | N
     """Cumulative share of examples by token length per split, max length marked."""
     import matplotlib.pyplot as plt
 
+    from sftlib.plots import finish_axes
+
     fig, ax = plt.subplots(figsize=(8, 4))
     for split, group in lengths.groupby("split", sort=False):
         values = np.sort(group["tokens"].to_numpy())
@@ -326,10 +328,6 @@ def length_cdf_figure(lengths: pd.DataFrame, max_length: int, suggested: int | N
     ax.axvline(max_length, color="red", ls="--", label=f"max_length = {max_length}")
     if suggested is not None and suggested != max_length:
         ax.axvline(suggested, color="green", ls=":", label=f"suggested = {suggested}")
-    ax.set_title("Token length CDF (untruncated, special tokens included)")
-    ax.set_xlabel("length (tokens)")
-    ax.set_ylabel("share of examples at or below")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
+    finish_axes(ax, "Token length CDF (untruncated, special tokens included)",
+                "length (tokens)", "share of examples at or below")
     return fig

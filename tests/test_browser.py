@@ -1,10 +1,13 @@
 """End to end in a real browser: JupyterLab + headless Chromium run notebook 03.
 
-Starts JupyterLab on 127.0.0.1 with a token, opens a copy of notebook 03 (short training
-settings written into its parameters cell) in Debian's Chromium driven by Playwright, runs
-all cells from the Run menu, and watches the live training figure: it must change at least
-5 times while training runs, no cell may show an error, and screenshots are kept in
-test-artifacts/. Needs `chromium` (Debian package; `make test` installs it as root).
+Starts JupyterLab on 127.0.0.1 with a token, opens a copy of the classification notebook 03
+(short training settings written into its parameters cell) in Debian's Chromium driven by
+Playwright, runs all cells from the Run menu, and watches the live training figure: it must
+change at least 5 times while training runs, no cell may show an error, and screenshots are
+kept in test-artifacts/. Then the notebook as JupyterLab saved it, passed through the strip
+step that `git add` applies, must equal the committed source apart from the edited
+parameters and pass the source checks: editing in Lab is the normal way to change a notebook.
+Needs `chromium` (Debian package; `make test` installs it as root).
 """
 
 import hashlib
@@ -21,9 +24,11 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from notebook_checks import check_source, stripped_text
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
+SOURCE = ROOT / "notebooks" / "classification" / "03_fine_tuning.ipynb"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # Redraws are throttled to a share of training time (plot_max_share, 1.5% by default, about
 # one redraw per 25 s here); the test allows 25% so that a short run shows many redraws.
@@ -65,7 +70,7 @@ def lab(tmp_path):
     _require_browser()
     workdir = tmp_path / "lab"
     (workdir / "notebooks").mkdir(parents=True)
-    nb = nbformat.read(ROOT / "notebooks" / "03_fine_tuning.ipynb", as_version=4)
+    nb = nbformat.read(SOURCE, as_version=4)
     params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
     overrides = {**TRAINING, "output_dir": str(tmp_path / "report")}
     params.source += "\n" + "\n".join(f"{k} = {v!r}" for k, v in overrides.items())
@@ -161,3 +166,13 @@ def test_live_plot_updates_in_jupyterlab(lab):
     assert redraws >= 5, f"the live plot changed only {redraws} times"
     records = [json.loads(line) for line in log.read_text().splitlines()]
     assert records[-1]["step"] == TRAINING["max_steps"]
+
+    # saved by Lab with outputs; after the strip step it is the committed source again
+    saved = nbformat.reads(stripped_text(lab["notebook"]), as_version=4)
+    original = nbformat.reads(stripped_text(SOURCE), as_version=4)
+    assert saved.metadata == original.metadata
+    assert [(c.cell_type, c.source, c.metadata) for c in saved.cells if c is not saved.cells[1]] \
+        == [(c.cell_type, c.source, c.metadata) for c in original.cells
+            if c is not original.cells[1]]
+    saved.cells[1] = original.cells[1]  # the parameters this test edited
+    check_source(saved, "classification")
