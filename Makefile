@@ -53,7 +53,8 @@ browser-deps:
 	  echo "chromium not installed: the browser test is skipped (and fails when CI=true)"; }
 
 lab: $(STAMP) git-filters
-	$(VENV)/bin/jupyter lab --no-browser --ip=127.0.0.1 --port=$(PORT) --ServerApp.root_dir=$(CURDIR)
+	$(VENV)/bin/jupyter lab --no-browser --ip=127.0.0.1 --port=$(PORT) --ServerApp.root_dir=$(CURDIR) \
+	  $(if $(filter 0,$(shell id -u)),--allow-root)  # containers run as root
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.bench_train $(ARGS)

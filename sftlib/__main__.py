@@ -1,6 +1,7 @@
 """The `sftlib` command line (also `python -m sftlib`).
 
     sftlib run [--config FILE] [--set key=value ...] [--notebooks 01 03] [--reports-dir DIR]
+    sftlib runs [--reports-dir DIR] [--json]
     sftlib train [--config FILE] [--set key=value ...] [--output-dir DIR] [--resume]
     sftlib assets list [--json] | sftlib assets fetch NAME
     sftlib config [--config FILE] [--set key=value ...]
@@ -19,6 +20,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -35,12 +37,20 @@ def _config_args(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sftlib", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"sftlib {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run the notebooks headlessly into reports/<run-id>/")
+    run = sub.add_parser("run", help="run the notebooks headlessly into reports/<run-id>/",
+                         description="Run the task's notebooks headlessly with papermill into "
+                         "a new reports/<run-id>/ folder.", epilog=_keys_epilog(),
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
     _config_args(run)
     run.add_argument("--notebooks", nargs="+", help="subset, by number or name (default: all)")
     run.add_argument("--reports-dir", default="reports", help="parent of the run folders")
+
+    runs = sub.add_parser("runs", help="the run folders and how each ended")
+    runs.add_argument("--reports-dir", default="reports", help="parent of the run folders")
+    runs.add_argument("--json", action="store_true")
 
     train = sub.add_parser("train", help="fine-tune without notebooks (torchrun / accelerate)")
     _config_args(train)
@@ -59,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(config)
 
     predict = sub.add_parser("predict", help="classify texts with a saved model folder")
-    predict.add_argument("--model", required=True, help="folder written by a run (model/)")
+    predict.add_argument("--model", required=True,
+                         help="a model folder a run wrote: reports/<run-id>/export (or model/)")
     predict.add_argument("--file", help="a UTF-8 text file, one text per line (lines end at "
                          "\\n only, CRLF works); empty and whitespace-only lines are skipped "
                          "and counted on stderr")
@@ -89,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     tokens_inspect.add_argument("--max-length", type=_int_or_auto, help="an integer or 'auto'")
     tokens_inspect.add_argument("--batch-size", type=int, help="batch size for padding waste")
     analyze = sub.add_parser("analyze", help="error analysis of a saved model on a data split")
-    analyze.add_argument("--model", required=True, help="folder written by a run (model/)")
+    analyze.add_argument("--model", required=True,
+                         help="a model folder a run wrote: reports/<run-id>/model (or export/)")
     analyze.add_argument("--dataset", help="dataset spec (default: the model's run_config)")
     analyze.add_argument("--split", default="validation", choices=("validation", "test"))
     analyze.add_argument("--set", dest="overrides", action="append", default=[],
@@ -102,6 +114,28 @@ def build_parser() -> argparse.ArgumentParser:
                          "predictions_<split>.csv (every example with its loss) there")
     analyze.add_argument("--json", action="store_true", help="print everything as JSON")
     return parser
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("sftlib")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def _keys_epilog() -> str:
+    """The RunConfig keys, wrapped, for `sftlib run --help`."""
+    import textwrap
+
+    from sftlib.config import RunConfig
+
+    keys = textwrap.fill(", ".join(RunConfig.field_names()), width=88,
+                         initial_indent="  ", subsequent_indent="  ")
+    return ("RunConfig keys for --set KEY=VALUE and --config files (each default and its "
+            "reason: sftlib/config.py;\n`sftlib config [--config F] [--set K=V]` prints the "
+            f"resolved config):\n{keys}")
 
 
 def _int_or_auto(value: str) -> int | str:
@@ -127,7 +161,7 @@ def _inspect_config(args: argparse.Namespace, keys: tuple[str, ...]):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from sftlib.pipeline import PipelineError, run_pipeline
+    from sftlib.pipeline import PipelineError, RunInterrupted, run_pipeline
 
     cfg = load_config(args.config, args.overrides)
     try:
@@ -135,6 +169,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     except PipelineError as error:
         print(f"[run] FAILED: {error}", file=sys.stderr)
         return 1
+    except RunInterrupted as error:
+        print(f"[run] {error}", file=sys.stderr)
+        return 130
     metrics = json.loads((run_dir / "metrics.json").read_text()) \
         if (run_dir / "metrics.json").is_file() else {}
     print(f"[run] finished: {run_dir}")
@@ -142,7 +179,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     for split in ("validation", "test"):
         if split in metrics:
             print(f"[run] {task.headline(split, metrics[split])}")
-    print(f"[run] open {run_dir / 'html'} in a browser, or the notebooks in JupyterLab")
+    print(f"[run] open {run_dir / 'index.html'} in a browser, or the notebooks in JupyterLab")
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from sftlib.pipeline import list_runs
+
+    rows = list_runs(args.reports_dir)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        scores = ", ".join(f"{k} {v:.4f}" for k, v in row.get("validation", {}).items()
+                           if k in ("accuracy", "f1", "loss", "perplexity"))
+        print(f"{row['run']:<28} {row['status']:<12} {row.get('task') or '':<15} "
+              f"{row.get('model') or ''}  {scores}")
+    if not rows:
+        print(f"no runs in {args.reports_dir}")
     return 0
 
 
@@ -335,17 +389,28 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "train": cmd_train, "assets": cmd_assets, "config": cmd_config,
-            "predict": cmd_predict, "data": cmd_data, "tokens": cmd_tokens,
-            "analyze": cmd_analyze}
+COMMANDS = {"run": cmd_run, "runs": cmd_runs, "train": cmd_train, "assets": cmd_assets,
+            "config": cmd_config, "predict": cmd_predict, "data": cmd_data,
+            "tokens": cmd_tokens, "analyze": cmd_analyze}
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=os.environ.get("SFTLIB_LOG", "WARNING"))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # a terminal command prints its own lines: no weight-loading or dataset-map bars
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` ends a run as Ctrl-C does
     try:
         return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print("sftlib: interrupted", file=sys.stderr)
+        return 130
     except ConfigError as error:
         print(f"sftlib: config error: {error}", file=sys.stderr)
         return 2

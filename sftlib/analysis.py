@@ -472,17 +472,9 @@ def pretrained_predictor(cfg: Any, model_dir: str, label_names: list[str],
     """The model before fine-tuning: the base encoder with the freshly initialized head that
     `tasks.classification.build_classifier` gives with the run's seed (where training
     started from), using the fine-tuned folder's tokenizer and max length."""
-    from transformers.utils import logging as hf_logging
-
     from sftlib.tasks.classification import build_classifier
 
-    previous = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # its "classifier.* newly initialized" report is the point
-    try:
-        model = build_classifier(cfg, label_names)
-    finally:
-        hf_logging.set_verbosity(previous)
-    return Predictor(model_dir, batch_size=batch_size, model=model)
+    return Predictor(model_dir, batch_size=batch_size, model=build_classifier(cfg, label_names))
 
 
 def compare_models(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -528,16 +520,39 @@ def slice_options(frame: pd.DataFrame) -> dict[str, dict[str, Any] | None]:
     return options
 
 
+def mistakes_by_slice(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per slice (rows): examples, mistakes, their share, and the mistake with the highest
+    loss (its text, gold and predicted label): the explorer's views at a glance."""
+    if "length" not in frame.columns:
+        frame = with_slices(frame)
+    rows = []
+    for name, where in slice_options(frame).items():
+        matching = filter_predictions(frame, where=where, wrong_only=False, n=None)
+        wrong = filter_predictions(frame, where=where, n=1)
+        worst = wrong.iloc[0] if len(wrong) else None
+        rows.append({"slice": name, "examples": len(matching),
+                     "mistakes": int((~matching["correct"]).sum()),
+                     "error_rate": float((~matching["correct"]).mean()) if len(matching)
+                     else float("nan"),
+                     "worst_text": worst["text"] if worst is not None else "",
+                     "gold": worst["gold"] if worst is not None else "",
+                     "pred": worst["pred"] if worst is not None else ""})
+    return pd.DataFrame(rows).set_index("slice")
+
+
 def explorer(frame: pd.DataFrame, n: int = 15):
-    """Interactive error explorer in JupyterLab; under papermill, the top rows as a table.
+    """Interactive error explorer in JupyterLab; under papermill (no widget state survives),
+    `mistakes_by_slice` as a static table.
 
     `frame` is a prediction frame; its slice columns are added if missing. Widgets filter
     by gold and predicted label and by slice, sort by loss, and show the full text.
     """
+    from sftlib.tables import readable, readable_html
+
     if "length" not in frame.columns:
         frame = with_slices(frame)
-    if live.headless():  # widget state does not survive papermill: show the static default view
-        return filter_predictions(frame, wrong_only=True, n=n)[EXPLORER_COLUMNS]
+    if live.headless():
+        return readable(mistakes_by_slice(frame))
     import ipywidgets as widgets
     from IPython.display import HTML, display
 
@@ -555,9 +570,8 @@ def explorer(frame: pd.DataFrame, n: int = 15):
     def show(**chosen: Any) -> None:
         rows = filter_predictions(frame, **chosen)
         total = len(filter_predictions(frame, **{**chosen, "n": None}))
-        with pd.option_context("display.max_colwidth", None):
-            display(HTML(f"<p>{total} of {len(frame)} examples match; the first "
-                         f"{len(rows)}:</p>" + rows[EXPLORER_COLUMNS].to_html()))
+        display(HTML(f"<p>{total} of {len(frame)} examples match; the first "
+                     f"{len(rows)}:</p>" + readable_html(rows[EXPLORER_COLUMNS])))
 
     output = widgets.interactive_output(show, controls)
     rows_of_controls = [widgets.HBox(list(controls.values())[:3]),

@@ -252,28 +252,30 @@ def length_stats(source: Source) -> pd.DataFrame:
 
 
 def length_figure(source: Source, unit: str = "words"):
-    """Histogram of text length (`unit`: "words" or "chars") per split and per label."""
+    """Histogram of text length (`unit`: "words" or "chars") per split and, for labelled
+    data, per label of train (a second panel)."""
     import matplotlib.pyplot as plt
 
+    from sftlib.plots import finish_axes
+
     lengths = length_frame(source)
-    names = {"words": "words", "chars": "characters"}
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    name = {"words": "words", "chars": "characters"}[unit]
+    labelled = "label" in lengths
+    fig, axes = plt.subplots(1, 2 if labelled else 1, figsize=(12 if labelled else 7, 4),
+                             squeeze=False)
+    axes = axes.ravel()
     bins = np.linspace(0, max(lengths[unit].max(), 1), 40)
     for split, group in lengths.groupby("split", sort=False):
         axes[0].hist(group[unit], bins=bins, density=True, histtype="step", lw=1.5,
                      label=f"{split} (n={len(group)})")
-    train = lengths[lengths["split"] == "train"]
-    for label, group in train.groupby("label", observed=True) if "label" in train else []:
-        axes[1].hist(group[unit], bins=bins, alpha=0.5, label=f"{label} (n={len(group)})")
-    axes[0].set_title(f"Text length per split ({names[unit]})")
-    axes[0].set_ylabel("density (share of examples per unit of length)")
-    axes[1].set_title(f"Text length per label, train ({names[unit]})")
-    axes[1].set_ylabel("examples")
-    for ax in axes:
-        ax.set_xlabel(f"length ({names[unit]})")
-        ax.legend()
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
+    finish_axes(axes[0], f"Text length per split ({name})", f"length ({name})",
+                "density (share of examples per unit of length)")
+    if labelled:
+        train = lengths[lengths["split"] == "train"]
+        for label, group in train.groupby("label", observed=True):
+            axes[1].hist(group[unit], bins=bins, alpha=0.5, label=f"{label} (n={len(group)})")
+        finish_axes(axes[1], f"Text length per label, train ({name})", f"length ({name})",
+                    "examples")
     return fig
 
 

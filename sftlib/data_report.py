@@ -344,18 +344,20 @@ def sample_per_label(rows: pd.DataFrame, split: str | None = None, n: int = 3) -
                      ignore_index=True)
 
 
-def show_sample(rows: pd.DataFrame, split: str | None = None, n: int = 5) -> pd.DataFrame:
+def show_sample(rows: pd.DataFrame, split: str | None = None, n: int = 5):
     """In JupyterLab, a browser (label dropdown, page slider) over `label_sample`; always
-    returns the static `sample_per_label` table, so saved and headless notebooks (papermill
-    keeps no widget state, see sftlib.live) still show rows."""
+    returns the static `sample_per_label` table (whole texts, `sftlib.tables.readable`), so
+    saved and headless notebooks (papermill keeps no widget state, see sftlib.live) still
+    show rows."""
     from sftlib.live import headless, in_notebook
+    from sftlib.tables import readable
 
     if in_notebook() and not headless():
         try:
             import ipywidgets as widgets
             from IPython.display import display
         except ImportError:  # ipywidgets is a dependency, but a bare kernel may lack it
-            return sample_per_label(rows, split, n)
+            return readable(sample_per_label(rows, split, n))
         labels = [str(c) for c in rows["label"].cat.categories] if _has_labels(rows) else []
         label = widgets.Dropdown(options=labels or ["(all)"], description="label")
         pages = max(1, math.ceil((rows["split"] == _main_split(rows, split)).sum() / n))
@@ -365,14 +367,14 @@ def show_sample(rows: pd.DataFrame, split: str | None = None, n: int = 5) -> pd.
         def redraw(_change: Any = None) -> None:
             output.clear_output(wait=True)
             with output:
-                display(label_sample(rows, label.value if labels else None, split, n,
-                                     page.value))
+                display(readable(label_sample(rows, label.value if labels else None,
+                                              split, n, page.value)))
 
         label.observe(redraw, "value")
         page.observe(redraw, "value")
         redraw()
         display(widgets.VBox([widgets.HBox([label, page]), output]))
-    return sample_per_label(rows, split, n)
+    return readable(sample_per_label(rows, split, n))
 
 
 # findings and the whole report ------------------------------------------------------------------

@@ -53,11 +53,19 @@ REQUIRED_FILES = ("config.json",)
 
 
 def check_model_dir(path: str | Path) -> Path:
-    """A folder a classifier can be loaded from, or an error saying what is missing."""
+    """A folder a model can be loaded from, or one line saying what is missing and where a
+    model is: a run folder's `export/` or `model/`, written by notebooks 03 and 05."""
     folder = resolve_path(path)
+    inside = [f"{folder / sub}" for sub in ("export", "model") if (folder / sub / "config.json")
+              .is_file()]
+    if inside and not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"{folder} is a run folder, not a model; use {inside[0]}")
     if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: no such model folder (run notebook 03 / "
-                                f"`sftlib train` first, or pass the folder a run wrote)")
+        run = folder.parent if folder.name in ("model", "export") else folder
+        raise FileNotFoundError(
+            f"{folder}: no trained model here yet. Run notebook 03 (fine-tuning) with the same "
+            f"output_dir first, or point output_dir at a finished run's folder "
+            f"(reports/<run-id>; this one is {run})")
     missing = [name for name in REQUIRED_FILES if not (folder / name).is_file()]
     if missing or not any(folder.glob("*.safetensors")) and not any(folder.glob("*.bin")):
         raise FileNotFoundError(f"{folder}: not a saved model (missing {missing or 'weights'})")

@@ -27,7 +27,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from sftlib import assets, instruct
-from sftlib.report import resolve_path
+from sftlib.deploy import check_model_dir
 
 _WORD = re.compile(r"\w+")
 
@@ -67,12 +67,19 @@ def rouge_l(prediction: str, reference: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+def _looks_local(spec: str | Path) -> bool:
+    """A local folder (existing, or a path as a run writes it) rather than a hub id."""
+    return isinstance(spec, Path) or Path(spec).expanduser().exists() or \
+        str(spec).startswith((".", "/", "~"))
+
+
 class ChatGenerator:
     """Greedy chat generation in batches from a causal LM (folder, asset name or hub id)."""
 
     def __init__(self, model_spec: str | Path, batch_size: int = 8, device: str | None = None,
                  chat_template: str = "auto") -> None:
-        path = resolve_path(model_spec) if Path(str(model_spec)).expanduser().exists() \
+        path = assets.resolve_model(str(model_spec)) if str(model_spec) in assets.ASSETS \
+            else check_model_dir(model_spec) if _looks_local(model_spec) \
             else assets.resolve_model(str(model_spec))
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.template = instruct.prepare_tokenizer(self.tokenizer, chat_template)

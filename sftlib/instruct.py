@@ -322,6 +322,8 @@ def prompt_response_figure(lengths: pd.DataFrame):
     """Histograms of prompt and response length per split, side by side."""
     import matplotlib.pyplot as plt
 
+    from sftlib.plots import finish_axes
+
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
     for ax, part in zip(axes, ("prompt", "response")):
         values = lengths[f"{part}_words"]
@@ -329,12 +331,8 @@ def prompt_response_figure(lengths: pd.DataFrame):
         for split, group in lengths.groupby("split", sort=False):
             ax.hist(group[f"{part}_words"].clip(upper=bins[-1]), bins=bins, density=True,
                     histtype="step", lw=1.5, label=f"{split} (n={len(group)})")
-        ax.set_title(f"{part.capitalize()} length per split (last bin: 99.5th percentile and up)")
-        ax.set_xlabel(f"{part} length (words)")
-        ax.set_ylabel("density (share of examples per word)")
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
+        finish_axes(ax, f"{part.capitalize()} length per split (last bin: 99.5th percentile "
+                    "and up)", f"{part} length (words)", "density (share of examples per word)")
     return fig
 
 

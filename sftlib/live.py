@@ -29,6 +29,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from transformers import TrainerCallback
 
+from sftlib.plots import legend_if_labelled
+
 SMOOTHING = 0.9  # EMA weight for the smoothed loss
 
 
@@ -97,9 +99,9 @@ def draw_panels(runs: dict[str, pd.DataFrame], metric: str = "accuracy",
         ax.set_xlabel("optimizer step")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+    legend_if_labelled(axes[0], fontsize=8)
     if len(runs) > 1:
-        axes[1].legend(fontsize=8)
+        legend_if_labelled(axes[1], fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -138,9 +140,14 @@ class LivePlotCallback(TrainerCallback):
         self._step_began = 0.0
         self._step_seconds = 0.0  # pure training time since the last log (no eval, no plots)
         self._last_log: tuple[int, int] | None = None
+        self._training = False
 
     # Trainer events -------------------------------------------------------------------
     def on_train_begin(self, args, state, control, **kwargs):
+        # the figure belongs to the output of the cell that trains: a new display handle per
+        # train() call, and evaluations outside train() (before / after) are logged, not drawn
+        self._training = True
+        self._handle = None
         self._start = time.perf_counter()
         self._last_log = (state.global_step, state.num_input_tokens_seen or 0)
         if state.is_world_process_zero:
@@ -159,8 +166,8 @@ class LivePlotCallback(TrainerCallback):
         if not state.is_world_process_zero or not logs:
             return
         now = time.perf_counter()
-        record = {"step": state.global_step, "epoch": state.epoch,
-                  "time_s": round(now - self._start, 3), **logs}
+        record = {"step": state.global_step, "max_steps": state.max_steps,
+                  "epoch": state.epoch, "time_s": round(now - self._start, 3), **logs}
         if "loss" in logs and self._last_log is not None:
             last_step, last_tokens = self._last_log
             steps = state.global_step - last_step
@@ -174,6 +181,8 @@ class LivePlotCallback(TrainerCallback):
         self.records.append(record)
         with open(self.metrics_path, "a") as handle:
             handle.write(json.dumps(record) + "\n")
+        if not self._training:
+            return
         if self.notebook:
             if now - self._last_draw >= self._next_draw_gap:
                 self._redraw()
@@ -181,6 +190,7 @@ class LivePlotCallback(TrainerCallback):
             self.print_fn(_text_line(record, self.metric))
 
     def on_train_end(self, args, state, control, **kwargs):
+        self._training = False
         self.train_seconds = time.perf_counter() - self._start
         if not state.is_world_process_zero or not self.records:
             return
@@ -211,10 +221,12 @@ class LivePlotCallback(TrainerCallback):
 
         began = time.perf_counter()
         self._fig = draw_panels({"run": self.frame()}, self.metric, self._fig)
+        alt = {"image/png": {"alt": f"Training curves: loss, validation {self.metric}, "
+                                    "learning rate, throughput, gradient norm per step"}}
         if self._handle is None:
-            self._handle = display(self._fig, display_id=True)
+            self._handle = display(self._fig, display_id=True, metadata=alt)
         else:
-            self._handle.update(self._fig)
+            self._handle.update(self._fig, metadata=alt)
         plt.close(self._fig)  # keep only our handle's copy; no duplicate at cell end
         self.redraws += 1
         finished = time.perf_counter()

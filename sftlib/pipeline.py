@@ -17,18 +17,24 @@ Not supported: parallel notebook execution, remote kernels, notebook caching bet
 
 from __future__ import annotations
 
+import ast
+import contextlib
+import dataclasses
+import json
 import logging
 import os
 import platform
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
-from sftlib import assets
+from sftlib import assets, html_report
 from sftlib.config import RunConfig
 from sftlib.live import HEADLESS_ENV
 from sftlib.report import Report, new_run_dir, project_root, write_json_atomic
@@ -52,6 +58,10 @@ logging.getLogger("papermill").addFilter(_DropUnknownParameterWarnings())
 
 class PipelineError(RuntimeError):
     """A notebook failed; the message names it, the cell and the error."""
+
+
+class RunInterrupted(RuntimeError):
+    """Ctrl-C or SIGTERM during a run; the manifest says "interrupted", the report stays."""
 
 
 def notebook_dir(task: str, root: Path | None = None) -> Path:
@@ -138,16 +148,11 @@ def _kernel_env(root: Path) -> dict[str, str]:
     env.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     env[HEADLESS_ENV] = "1"  # static tables, not widgets (their state is lost headless)
+    # a saved progress bar shows its last state forever (often 0%): the terminal line and
+    # the live plot say how far a run is
+    env["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    env["HF_DATASETS_DISABLE_PROGRESS_BARS"] = "1"
     return env
-
-
-def export_html(notebook_path: Path, html_path: Path) -> None:
-    import nbformat
-    from nbconvert import HTMLExporter
-
-    html, _ = HTMLExporter().from_notebook_node(nbformat.read(notebook_path, as_version=4))
-    html_path.parent.mkdir(parents=True, exist_ok=True)
-    html_path.write_text(html)
 
 
 def failing_cell(notebook_path: Path) -> tuple[int | None, str]:
@@ -163,6 +168,152 @@ def failing_cell(notebook_path: Path) -> tuple[int | None, str]:
     return None, ""
 
 
+def notebook_parameters(cfg: RunConfig, source: Path, root: Path) -> dict[str, Any]:
+    """The RunConfig keys papermill must inject into `source`: those whose value differs
+    from what the notebook would use on its own (its parameters cell, else the RunConfig
+    defaults), so the executed notebook shows what this run changed, not every key."""
+    import nbformat
+
+    nb = nbformat.read(source, as_version=4)
+    cell = next((c for c in nb.cells if c.cell_type == "code"
+                 and "parameters" in c.metadata.get("tags", [])), None)
+    own = {field.name: field.default for field in dataclasses.fields(RunConfig)}
+    own["task"] = cfg.task  # RunConfig.for_notebook: the notebook's folder sets the task
+    for node in ast.parse(cell.source).body if cell is not None else []:
+        if isinstance(node, ast.Assign):
+            own.update({target.id: ast.literal_eval(node.value) for target in node.targets
+                        if isinstance(target, ast.Name)})
+    changed = {k: v for k, v in cfg.to_dict().items() if own.get(k, object()) != v}
+    output_dir = Path(cfg.output_dir)
+    if output_dir.is_relative_to(root):  # shown as the reader knows it: reports/<run-id>
+        changed["output_dir"] = output_dir.relative_to(root).as_posix()
+    return changed
+
+
+class ProgressPrinter:
+    """While a notebook runs, one terminal line every `interval_s`: elapsed time and, once
+    training logs steps to metrics.jsonl, step / total and the time left at the pace so far."""
+
+    def __init__(self, name: str, metrics_log: Path, log: Callable[[str], None],
+                 interval_s: float = 30.0) -> None:
+        self.name, self.metrics_log, self.log, self.interval_s = name, metrics_log, log, interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._began = time.monotonic()
+
+    def __enter__(self) -> ProgressPrinter:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.log(progress_line(self.name, time.monotonic() - self._began,
+                                   last_step(self.metrics_log)))
+
+
+def last_step(metrics_log: Path) -> tuple[int, int] | None:
+    """(step, max_steps) of the newest training record in metrics.jsonl, if any."""
+    try:
+        lines = metrics_log.read_text().splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line being written
+        if record.get("max_steps"):
+            return int(record["step"]), int(record["max_steps"])
+    return None
+
+
+def _clock(seconds: float) -> str:
+    minutes, seconds = divmod(int(seconds), 60)
+    return f"{minutes}:{seconds:02d}"
+
+
+def progress_line(name: str, elapsed_s: float, step: tuple[int, int] | None) -> str:
+    """`[run] 03_fine_tuning: step 120/638 (19%), 2:10 elapsed, about 9:21 left`."""
+    line = f"[run] {name}: {_clock(elapsed_s)} elapsed"
+    if step is None or step[0] <= 0:
+        return line
+    done, total = step
+    left = elapsed_s * (total - done) / done
+    return (f"[run] {name}: step {done}/{total} ({done / total:.0%}), {_clock(elapsed_s)} "
+            f"elapsed, about {_clock(left)} left")
+
+
+@contextlib.contextmanager
+def kernel_stderr_to(path: Path):
+    """Send this process's file descriptor 2, which the kernels papermill starts inherit,
+    to `path`: the terminal keeps to sftlib's own lines, the kernels' logs stay on disk."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(path, "ab") as target:
+        os.dup2(target.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def _finish(run_dir: Path, manifest: dict, report: Report, status: str) -> None:
+    manifest["status"] = status
+    manifest["finished_utc"] = datetime.now(UTC).isoformat(timespec="seconds")
+    if report.model_dir.is_dir():
+        manifest["outputs"] = {"model": assets.model_files_sha256(str(report.model_dir))}
+    manifest["metrics"] = report.read_metrics()
+    write_json_atomic(run_dir / "manifest.json", manifest)
+    html_report.write_index(run_dir, manifest)
+
+
+def process_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, another user's
+        return True
+    return True
+
+
+def run_status(manifest: dict[str, Any]) -> str:
+    """ok / failed / interrupted / running, or "died" for a run marked running whose
+    process is gone (killed with SIGKILL, or its machine stopped)."""
+    status = manifest.get("status", "unknown")
+    if status == "running" and not process_alive(manifest.get("pid")):
+        return "died"
+    return status
+
+
+def list_runs(reports_root: str | Path = "reports") -> list[dict[str, Any]]:
+    """Every run folder under `reports_root` with its status and headline, oldest first."""
+    from sftlib.report import resolve_path
+
+    rows = []
+    for manifest_path in sorted(resolve_path(reports_root).glob("*/manifest.json")):
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            rows.append({"run": manifest_path.parent.name, "status": "unreadable manifest"})
+            continue
+        config = manifest.get("config", {})
+        rows.append({"run": manifest_path.parent.name, "status": run_status(manifest),
+                     "task": config.get("task"), "model": config.get("model"),
+                     "dataset": config.get("dataset"),
+                     "validation": (manifest.get("metrics") or {}).get("validation", {})})
+    return rows
+
+
 def run_pipeline(cfg: RunConfig, notebooks: list[str] | None = None,
                  reports_root: str | Path = "reports", kernel_name: str = "python3",
                  log: Callable[[str], None] = print) -> Path:
@@ -172,6 +323,9 @@ def run_pipeline(cfg: RunConfig, notebooks: list[str] | None = None,
     names = select_notebooks(cfg.task, notebooks)
     root = project_root(Path(__file__).parent)
     cfg = absolutize_inputs(cfg)
+    for stale in (r for r in list_runs(reports_root) if r["status"] == "died"):
+        log(f"[run] note: earlier run {stale['run']} never finished (its process is gone); "
+            "its manifest says so in `sftlib runs`")
     log(f"[run] checking inputs: model {cfg.model!r}, dataset {cfg.dataset!r}")
     checked = preflight(cfg, log)
     run_dir = new_run_dir(reports_root, cfg.to_dict())
@@ -179,7 +333,7 @@ def run_pipeline(cfg: RunConfig, notebooks: list[str] | None = None,
     report = Report(run_dir)
     cfg.save(report.path("run_config.json"))
     manifest = {
-        "run_id": run_dir.name, "status": "running",
+        "run_id": run_dir.name, "status": "running", "pid": os.getpid(),
         "started_utc": datetime.now(UTC).isoformat(timespec="seconds"),
         "config": cfg.to_dict(), "seed": cfg.seed, "notebooks": {},
         "packages": package_versions(), "git": git_state(root),
@@ -194,15 +348,16 @@ def run_pipeline(cfg: RunConfig, notebooks: list[str] | None = None,
     try:
         for name in names:
             _run_one(pm, name, root, run_dir, cfg, kernel_name, manifest, log)
+    except PipelineError:
+        _finish(run_dir, manifest, report, "failed")
+        raise
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM through the command line's handler
+        _finish(run_dir, manifest, report, "interrupted")
+        raise RunInterrupted(f"interrupted; the partial report is kept in {run_dir}") from None
     finally:
         os.environ.clear()
         os.environ.update(saved_env)
-    manifest["status"] = "ok"
-    manifest["finished_utc"] = datetime.now(UTC).isoformat(timespec="seconds")
-    if report.model_dir.is_dir():
-        manifest["outputs"] = {"model": assets.model_files_sha256(str(report.model_dir))}
-    manifest["metrics"] = report.read_metrics()
-    write_json_atomic(run_dir / "manifest.json", manifest)
+    _finish(run_dir, manifest, report, "ok")
     return run_dir
 
 
@@ -214,21 +369,23 @@ def _run_one(pm, name: str, root: Path, run_dir: Path, cfg: RunConfig, kernel_na
     log(f"[run] {name} ...")
     began = time.perf_counter()
     try:
-        pm.execute_notebook(str(source), str(executed), parameters=cfg.to_dict(),
-                            kernel_name=kernel_name, cwd=str(root), progress_bar=False,
-                            log_output=False, report_mode=False)
+        with kernel_stderr_to(run_dir / "logs" / f"{name}.log"), \
+                ProgressPrinter(name, run_dir / "metrics.jsonl", log):
+            pm.execute_notebook(str(source), str(executed),
+                                parameters=notebook_parameters(cfg, source, root),
+                                kernel_name=kernel_name, cwd=str(root), progress_bar=False,
+                                log_output=False, report_mode=False)
     except pm.PapermillExecutionError as error:
         cell, first_line = failing_cell(executed)
         manifest["notebooks"][name] = {"status": "failed", "seconds": time.perf_counter() - began,
                                        "cell": cell, "error": f"{error.ename}: {error.evalue}"}
         manifest["status"] = "failed"
-        write_json_atomic(run_dir / "manifest.json", manifest)
-        export_html(executed, run_dir / "html" / f"{name}.html")
+        html_report.export_html(executed, run_dir / "html" / f"{name}.html")
         raise PipelineError(
             f"notebook {name} failed in code cell {cell} ({first_line!r}): "
             f"{error.ename}: {error.evalue}\n  partial report kept in {run_dir}") from None
     seconds = time.perf_counter() - began
-    export_html(executed, run_dir / "html" / f"{name}.html")
+    html_report.export_html(executed, run_dir / "html" / f"{name}.html")
     manifest["notebooks"][name] = {"status": "ok", "seconds": round(seconds, 1)}
     write_json_atomic(run_dir / "manifest.json", manifest)
     log(f"[run] {name} done in {seconds:.0f} s")

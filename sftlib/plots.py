@@ -11,5 +11,11 @@ def finish_axes(ax, title: str, xlabel: str, ylabel: str, legend: bool = True) -
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     if legend:
-        ax.legend()
+        legend_if_labelled(ax)
     ax.figure.tight_layout()
+
+
+def legend_if_labelled(ax, **kwargs) -> None:
+    """A legend when the axes has labelled artists (matplotlib warns on an empty one)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**kwargs)

@@ -87,11 +87,16 @@ class Report:
         target.parent.mkdir(parents=True, exist_ok=True)
         return target
 
-    def figure(self, fig, name: str) -> Path:
-        """Save a matplotlib figure as figures/<name>.png (and leave it displayed)."""
+    def figure(self, fig, name: str) -> None:
+        """Save a matplotlib figure as figures/<name>.png and show it here, in the output of
+        the cell that made it, with its titles as alternative text (the HTML export's)."""
+        import matplotlib.pyplot as plt
+        from IPython.display import display
+
         target = self.path("figures", f"{name}.png")
         fig.savefig(target, dpi=110, bbox_inches="tight")
-        return target
+        display(fig, metadata={"image/png": {"alt": figure_alt_text(fig, name)}})
+        plt.close(fig)  # shown once: the inline backend would show it again at cell end
 
     def table(self, frame: pd.DataFrame, name: str, index: bool = True) -> Path:
         target = self.path("tables", f"{name}.csv")
@@ -114,6 +119,13 @@ class Report:
     def read_metrics(self) -> dict[str, Any]:
         target = self.dir / "metrics.json"
         return json.loads(target.read_text()) if target.is_file() else {}
+
+
+def figure_alt_text(fig, name: str) -> str:
+    """A figure's titles (suptitle, then each panel's), else its file name, as one line."""
+    titles = [fig._suptitle.get_text()] if getattr(fig, "_suptitle", None) else []
+    titles += [ax.get_title() for ax in fig.axes if ax.get_title()]
+    return "; ".join(titles) or name.replace("_", " ")
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

@@ -255,10 +255,15 @@ def padding_figure(waste: pd.DataFrame, batch_size: int):
 
 def pieces_view(tokenizer: PreTrainedTokenizerBase, texts: list[str],
                 max_length: int | None = None) -> pd.DataFrame:
-    """Several examples' pieces and ids side by side (rows: example x piece/id; columns:
-    token positions)."""
-    return pd.concat({number: token_pieces(tokenizer, text, max_length).T
-                      for number, text in enumerate(texts)}, names=["example", "row"]).fillna("")
+    """What each text becomes (rows: examples): its token count, its pieces in order
+    separated by `·`, and their ids; whole, so a wrapped table shows every piece."""
+    rows = []
+    for text in texts:
+        pieces = token_pieces(tokenizer, text, max_length)
+        rows.append({"text": text, "tokens": len(pieces),
+                     "pieces": " · ".join(pieces["piece"]),
+                     "ids": " ".join(map(str, pieces["id"]))})
+    return pd.DataFrame(rows).rename_axis("example")
 
 
 def inspect_tokens(source: data.Source, tokenizer: PreTrainedTokenizerBase,

@@ -53,3 +53,33 @@ def check_source(nb: nbformat.NotebookNode, task: str) -> None:
     for cell in code[1:]:
         assert len(cell.source.splitlines()) <= MAX_CELL_LINES, cell.source
         assert "cfg.task" not in cell.source, cell.source
+
+
+# What an executed notebook must not show a reader, and why each is noise.
+NOISE = {
+    "LOAD REPORT": "transformers' new-head report: notebook 03 explains the new head in words",
+    "newly initialized": "the same report",
+    "No artists with labels": "matplotlib's empty-legend warning",
+    "Writing model shards": "a progress bar frozen in the saved notebook",
+    "%|": "any tqdm progress bar (frozen at its last state once saved)",
+    "PosixPath(": "a path returned as a cell's value",
+    "FutureWarning": "library deprecation notes are for developers, not readers",
+    "UserWarning": "the same",
+}
+# stderr lines that may stay, with the reason
+ALLOWED_STDERR: dict[str, str] = {}
+
+
+def noise_in(nb: nbformat.NotebookNode) -> list[str]:
+    """Noise strings and stderr outputs found in an executed notebook's outputs."""
+    found = []
+    for number, cell in enumerate(c for c in nb.cells if c.cell_type == "code"):
+        for output in cell.get("outputs", []):
+            text = output.get("text", "") if output.get("output_type") == "stream" else \
+                "\n".join(str(v) for k, v in output.get("data", {}).items()
+                          if k.startswith("text/"))
+            if output.get("name") == "stderr" and not any(a in text for a in ALLOWED_STDERR):
+                found.append(f"code cell {number + 1}: stderr {text[:200]!r}")
+            found += [f"code cell {number + 1}: {marker!r} ({why})"
+                      for marker, why in NOISE.items() if marker in text]
+    return found

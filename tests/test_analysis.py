@@ -250,9 +250,13 @@ def test_filter_predictions_and_headless_explorer(monkeypatch):
     assert len(wrong) <= 3 and (wrong["pred"] == "bee").all() and not wrong["correct"].any()
     assert wrong["loss"].is_monotonic_increasing
     monkeypatch.setenv("SFTLIB_HEADLESS", "1")
-    static = analysis.explorer(frame, n=5)
-    assert isinstance(static, pd.DataFrame) and len(static) == 5 and not static["pred"].eq(
-        static["gold"]).any()
+    static = analysis.explorer(frame, n=5).data  # a readable Styler of mistakes_by_slice
+    assert static.index[0] == "all examples" and static.loc["all examples", "examples"] == 50
+    assert static.loc["all examples", "mistakes"] == int((~frame["correct"]).sum())
+    worst = analysis.filter_predictions(frame, n=1).iloc[0]
+    assert static.loc["all examples", "worst_text"] == worst["text"]
+    negation = frame[frame["negation"]]
+    assert static.loc[f"with {analysis.FLAG_SLICES['negation']}", "examples"] == len(negation)
     monkeypatch.delenv("SFTLIB_HEADLESS")
     import ipywidgets
 

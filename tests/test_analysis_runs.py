@@ -58,7 +58,7 @@ def test_report_holds_every_analysis_view(tiny_run):
 
 def test_explorer_is_a_static_table_under_papermill(tiny_run):
     outputs = [o for source, o in _outputs(tiny_run, "04_error_analysis")
-               if "analysis.explorer(" in source]  # inside the notebook's task guard
+               if "analysis.explorer(" in source]
     assert outputs and all("application/vnd.jupyter.widget-view+json" not in o.get("data", {})
                            for o in outputs)
     assert "<table" in outputs[0]["data"]["text/html"]

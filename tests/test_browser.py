@@ -37,6 +37,9 @@ TRAINING = {"train_subset": 800, "eval_subset": 64, "max_steps": 100, "batch_siz
             "plot_interval_s": 0.5, "plot_max_share": 0.25}
 DEADLINE_S = 1200  # generous: shared CI machines are slow and noisy
 
+BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 
@@ -102,9 +105,18 @@ def lab(tmp_path):
         server.kill()
 
 
-def _image_digests(page):
-    sources = page.eval_on_selector_all(".jp-OutputArea-output img",
-                                        "els => els.map(e => e.src)")
+TRAINING_CELL = "run.trainer.train()"  # the cell whose output holds the live figure
+BEFORE_CELL = 'train.evaluate_splits(run, ("validation",))'
+
+
+def _cell_images(page, code: str) -> list[str]:
+    """Digests of the images in the output area of the code cell whose source has `code`."""
+    sources = page.evaluate(
+        """code => [...document.querySelectorAll('.jp-CodeCell')]
+            .filter(cell => (cell.querySelector('.jp-InputArea')?.textContent || '')
+                            .includes(code))
+            .flatMap(cell => [...cell.querySelectorAll('.jp-OutputArea-output img')])
+            .map(img => img.src)""", code)
     return [hashlib.sha256(src.encode()).hexdigest()[:16] for src in sources]
 
 
@@ -114,11 +126,7 @@ def test_live_plot_updates_in_jupyterlab(lab):
 
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync"])
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(lab["url"])
         # JupyterLab may ask which kernel to start for a notebook it has not seen before
@@ -139,7 +147,7 @@ def test_live_plot_updates_in_jupyterlab(lab):
         while time.monotonic() < deadline:
             if not log.exists() and time.monotonic() - started > 180:
                 break  # training never started: fail below with a screenshot
-            digests = _image_digests(page)
+            digests = _cell_images(page, TRAINING_CELL)
             if digests and (not states or digests[-1] != states[-1]):
                 states.append(digests[-1])
                 if len(states) == 3:
@@ -150,6 +158,8 @@ def test_live_plot_updates_in_jupyterlab(lab):
                 break
             time.sleep(0.3)
         page.wait_for_timeout(1500)
+        before_images = _cell_images(page, BEFORE_CELL)
+        training_images = _cell_images(page, TRAINING_CELL)
         page.screenshot(path=str(ARTIFACTS / "jupyterlab_03_done.png"), full_page=True)
         page.keyboard.press("Control+s")
         page.wait_for_timeout(2000)
@@ -161,9 +171,10 @@ def test_live_plot_updates_in_jupyterlab(lab):
               if o.output_type == "error"]
     assert not errors, errors
     assert all(c.execution_count for c in executed.cells if c.cell_type == "code")
-    # states of the last image: the schedule figure first, then each live redraw
-    redraws = len(states) - 1
-    assert redraws >= 5, f"the live plot changed only {redraws} times"
+    # the live figure is in the output of the cell that trains, and only there
+    assert len(training_images) == 1 and not before_images, (training_images, before_images)
+    redraws = len(states) - 1  # states of that one image: first drawn, then each redraw
+    assert redraws >= 5, f"the live plot changed only {redraws} times in the training cell"
     records = [json.loads(line) for line in log.read_text().splitlines()]
     assert records[-1]["step"] == TRAINING["max_steps"]
 
@@ -176,3 +187,40 @@ def test_live_plot_updates_in_jupyterlab(lab):
             if c is not original.cells[1]]
     saved.cells[1] = original.cells[1]  # the parameters this test edited
     check_source(saved, "classification")
+
+
+
+def test_reports_open_offline_with_math_rendered(tiny_run):
+    """Every HTML page of a run opens complete with the network blocked: formulas typeset by
+    MathJax (no raw `$$` left in the text), figures shown, no request leaves the page."""
+    _require_browser()
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    pages = sorted((tiny_run / "html").glob("*.html")) + [tiny_run / "index.html"]
+    blocked, failed, rendered = [], [], {}
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_ARGS)
+        context = browser.new_context(viewport={"width": 1200, "height": 900})
+        context.route("**/*", lambda route: (blocked.append(route.request.url), route.abort()))
+        page = context.new_page()
+        page.on("requestfailed", lambda request: failed.append(request.url))
+        for path in pages:
+            page.goto(path.as_uri())
+            if path.name != "index.html":
+                page.wait_for_function("window.MathJax && MathJax.startup "
+                                       "&& MathJax.startup.promise", timeout=30_000)
+                page.evaluate("MathJax.startup.promise")
+                markdown = page.locator(".jp-MarkdownCell").all_inner_texts()
+                assert not [t for t in markdown if "$$" in t or "\\frac" in t], path.name
+            rendered[path.stem] = page.locator("mjx-container").count()
+            images = page.eval_on_selector_all(
+                "img", "els => els.map(e => [e.naturalWidth > 0, e.alt])")
+            assert all(ok and alt for ok, alt in images), (path.name, images)
+            page.screenshot(path=str(ARTIFACTS / f"report_{path.stem}.png"), full_page=False)
+        browser.close()
+    assert not blocked and not failed, (blocked, failed)
+    for name in (p.stem for p in pages if p.name != "index.html"):
+        source = nbformat.read(tiny_run / "notebooks" / f"{name}.ipynb", as_version=4)
+        has_math = any("$" in c.source for c in source.cells if c.cell_type == "markdown")
+        assert (rendered[name] > 0) == has_math, (name, rendered[name])

@@ -130,7 +130,7 @@ def test_label_sample_pages_are_disjoint_and_order_independent():
     shuffled = data.rows_frame(rows.sample(frac=1.0, random_state=3))
     assert data_report.label_sample(shuffled, "pos", n=5)["text"].tolist() == \
         first["text"].tolist()
-    static = data_report.show_sample(rows, n=2)  # outside a notebook: the static table
+    static = data_report.show_sample(rows, n=2).data  # outside a notebook: the static table
     assert static["label"].tolist() == ["neg", "neg", "pos", "pos"]
 
 

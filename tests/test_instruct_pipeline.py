@@ -58,6 +58,15 @@ def test_instruction_pipeline_writes_a_complete_report(instruction_run):
 
 
 @pytest.mark.slow
+def test_instruction_notebooks_show_no_noise(instruction_run):
+    from notebook_checks import noise_in
+
+    for name in NOTEBOOKS:
+        executed = nbformat.read(instruction_run / "notebooks" / f"{name}.ipynb", as_version=4)
+        assert not noise_in(executed), (name, noise_in(executed))
+
+
+@pytest.mark.slow
 def test_mask_view_and_chat_are_in_the_executed_notebooks(instruction_run):
     pages = [o["data"]["text/html"] for o in _outputs(instruction_run, "02_tokenization")
              if "text/html" in o.get("data", {})]

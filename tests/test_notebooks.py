@@ -8,7 +8,13 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from notebook_checks import check_source, committed_text, notebook_paths, stripped_text
+from notebook_checks import (
+    check_source,
+    committed_text,
+    noise_in,
+    notebook_paths,
+    stripped_text,
+)
 
 from sftlib.config import RunConfig
 from sftlib.pipeline import notebook_dir, run_pipeline
@@ -99,16 +105,34 @@ def test_pipeline_writes_a_complete_report(tiny_run):
         assert (tiny_run / "html" / f"{name}.html").stat().st_size > 10000
 
 
+def _images(cell) -> list:
+    return [o for o in cell.outputs if "image/png" in o.get("data", {})]
+
+
 @pytest.mark.slow
-def test_training_plot_is_kept_in_the_executed_notebook(tiny_run):
+def test_training_plot_is_kept_in_the_training_cell(tiny_run):
     executed = nbformat.read(tiny_run / "notebooks" / "03_fine_tuning.ipynb", as_version=4)
-    images = [o for c in executed.cells if c.cell_type == "code" for o in c.outputs
-              if "image/png" in o.get("data", {})]
-    assert len(images) >= 2  # the schedule figure and the live training figure
+    code = [c for c in executed.cells if c.cell_type == "code"]
+    training = next(c for c in code if "run.trainer.train()" in c.source)
+    before = next(c for c in code if 'evaluate_splits(run, ("validation",))' in c.source)
+    schedule = next(c for c in code if "schedule_figure" in c.source)
+    assert len(_images(training)) == 1, "the live figure belongs to the cell that trains"
+    assert not _images(before) and len(_images(schedule)) == 1
+    assert all(not _images(c) for c in code if c not in (training, schedule))
     lines = (tiny_run / "metrics.jsonl").read_text().splitlines()
     records = [json.loads(line) for line in lines]
     assert any("eval_accuracy" in r for r in records)
     assert any(r.get("samples_per_s") for r in records)
+
+
+@pytest.mark.slow
+def test_executed_notebooks_show_no_noise(tiny_run):
+    for name in CLASSIFICATION:
+        executed = nbformat.read(tiny_run / "notebooks" / f"{name}.ipynb", as_version=4)
+        assert not noise_in(executed), (name, noise_in(executed))
+        injected = next(c for c in executed.cells if "injected-parameters" in
+                        c.metadata.get("tags", []))
+        assert len(injected.source.splitlines()) <= 16, injected.source  # what the run changed
 
 
 @pytest.mark.slow
@@ -131,6 +155,8 @@ def test_failing_notebook_names_notebook_and_cell_and_keeps_report(tmp_path):
         capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 1
     assert "notebook 02_tokenization failed in code cell" in result.stderr
+    terminal = result.stdout + result.stderr  # what the user needs, not the kernels' logs
+    assert "Kernel is running over TCP" not in terminal and "Alternative text" not in terminal
     run_dir = next(reports.iterdir())
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["status"] == "failed"

@@ -105,5 +105,6 @@ def test_inspect_tokens_is_json_with_every_section(tokenizer):
     assert set(report["padding_waste"]["schemes"]) == set(tokens.PADDING_SCHEMES)
     assert report["examples"][0]["piece"][0] == "[CLS]"
     view = tokens.pieces_view(tokenizer, ["good film", "a bad film"])
-    assert view.loc[(1, "piece")].tolist() == ["[CLS]", "a", "bad", "film", "[SEP]"]
-    assert view.loc[(0, "id")].tolist()[:4] == [101, 2204, 2143, 102]
+    assert view.loc[1, "pieces"] == "[CLS] · a · bad · film · [SEP]"
+    assert view.loc[0, "ids"].split()[:4] == ["101", "2204", "2143", "102"]
+    assert view["tokens"].tolist() == [4, 5] and view.loc[0, "text"] == "good film"

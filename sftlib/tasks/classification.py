@@ -37,8 +37,22 @@ def compute_metrics(eval_pred) -> dict[str, float]:
 
 
 def build_classifier(cfg: Any, label_names: list[str], attn_implementation: str = "sdpa"):
-    """The pretrained encoder with a fresh classification head for `label_names`."""
+    """The pretrained encoder with a fresh classification head for `label_names`.
+
+    transformers' load report ("classifier.weight MISSING: newly initialized") is kept
+    quiet: a new head is the point of fine-tuning, and notebook 03 says so in words."""
+    from transformers.utils import logging as hf_logging
+
     set_seed(cfg.seed)  # the head's initialization depends on it
+    previous = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        return _pretrained_classifier(cfg, label_names, attn_implementation)
+    finally:
+        hf_logging.set_verbosity(previous)
+
+
+def _pretrained_classifier(cfg: Any, label_names: list[str], attn_implementation: str):
     return AutoModelForSequenceClassification.from_pretrained(
         assets.resolve_model(cfg.model),
         num_labels=len(label_names),
