@@ -190,6 +190,15 @@ def test_live_plot_updates_in_jupyterlab(lab):
 
 
 
+def _local_only(route, blocked: list[str]) -> None:
+    """The network is blocked: files and inline data load, anything else is recorded."""
+    if route.request.url.startswith(("file:", "data:")):
+        route.continue_()
+    else:
+        blocked.append(route.request.url)
+        route.abort()
+
+
 def test_reports_open_offline_with_math_rendered(tiny_run):
     """Every HTML page of a run opens complete with the network blocked: formulas typeset by
     MathJax (no raw `$$` left in the text), figures shown, no request leaves the page."""
@@ -202,7 +211,7 @@ def test_reports_open_offline_with_math_rendered(tiny_run):
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_ARGS)
         context = browser.new_context(viewport={"width": 1200, "height": 900})
-        context.route("**/*", lambda route: (blocked.append(route.request.url), route.abort()))
+        context.route("**/*", lambda route: _local_only(route, blocked))
         page = context.new_page()
         page.on("requestfailed", lambda request: failed.append(request.url))
         for path in pages:
