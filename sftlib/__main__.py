@@ -60,10 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     assets_cmd = sub.add_parser("assets", help="offline models and datasets")
     assets_sub = assets_cmd.add_subparsers(dest="assets_command", required=True)
-    listing = assets_sub.add_parser("list", help="each asset's size, license, cache state")
+    listing = assets_sub.add_parser("list", help="each asset's size, license, cache state "
+                                    "(files changed since they were hashed count as not cached)")
     listing.add_argument("--json", action="store_true")
     fetch = assets_sub.add_parser("fetch", help="download, verify and cache an asset")
     fetch.add_argument("name")
+    verify = assets_sub.add_parser("verify", help="re-hash every cached file against its "
+                                   "manifest; exit 1 if any is damaged")
+    verify.add_argument("names", nargs="*", metavar="NAME", help="assets to check (default: all)")
 
     config = sub.add_parser("config", help="print the resolved RunConfig as JSON")
     _config_args(config)
@@ -229,6 +233,18 @@ def cmd_assets(args: argparse.Namespace) -> int:
         path = assets.fetch(args.name, show_download=True)
         print(path)
         return 0
+    if args.assets_command == "verify":
+        damaged = []
+        for name in args.names or list(assets.ASSETS):
+            problems = assets.verify(name)  # an unknown name: AssetError, exit 2
+            if problems in ([], ["not cached"]):
+                print(f"{name:<22} {problems[0] if problems else 'ok'}")
+            else:
+                damaged.append(name)
+                print(f"{name:<22} damaged: {'; '.join(problems)}")
+        if damaged:
+            print(f"fetch again: sftlib assets fetch NAME ({', '.join(damaged)})")
+        return 1 if damaged else 0
     rows = assets.describe()
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -240,7 +256,7 @@ def cmd_assets(args: argparse.Namespace) -> int:
         print(f"{row['name']:<17} {row['kind']:<8} {row['size_mb']:>6.1f}MB  {cached:<7} "
               f"{row['license']}")
         if row["status"] not in ("ok", "not cached"):
-            print(f"{'':<17} cache damaged: {row['status']} (fetch again)")
+            print(f"{'':<17} cache: {row['status']}")
     return 0
 
 

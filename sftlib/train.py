@@ -43,6 +43,7 @@ from transformers import (
 
 from sftlib import schedules, tokens
 from sftlib.config import RunConfig
+from sftlib.filemodes import match_umask
 from sftlib.tasks import get_task
 
 log = logging.getLogger("sftlib.train")
@@ -172,6 +173,7 @@ class WorkbenchTrainer(Trainer):
             folder = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
             if folder.is_dir():
                 self.run_config.save(folder / CONFIG_FILENAME)
+                match_umask(folder)  # safetensors writes 0600 whatever the umask
 
 
 def build_trainer(cfg: RunConfig, model, tokenizer: PreTrainedTokenizerBase,
@@ -256,11 +258,13 @@ def check_resume_config(checkpoint: str | None, cfg: RunConfig) -> None:
 
 def save_final(trainer: Trainer, cfg: RunConfig, folder: str | Path) -> Path:
     """Model + tokenizer + RunConfig in one folder that `from_pretrained` loads (how the
-    model is written is the task's: LoRA runs are saved merged)."""
+    model is written is the task's: LoRA runs are saved merged). File modes follow the
+    umask (`sftlib.filemodes`: safetensors alone would leave the weights 0600)."""
     folder = Path(folder)
     get_task(cfg.task).save_model(trainer, folder)
     if trainer.args.should_save:
         cfg.save(folder / CONFIG_FILENAME)
+        match_umask(folder)
     return folder
 
 

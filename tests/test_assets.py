@@ -2,6 +2,8 @@
 
 import dataclasses
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -9,6 +11,7 @@ import sys
 import pytest
 
 from sftlib import assets
+from sftlib.__main__ import main
 
 DATA = "rotten-tomatoes"  # the smallest asset (9.4 MB download)
 CSV = "rotten_tomatoes_corpus_full.csv.bz2"
@@ -89,3 +92,62 @@ def test_cli_assets_list_shows_size_license_and_cache_state(fetched):
     text = subprocess.run([sys.executable, "-m", "sftlib", "assets", "list"],
                           capture_output=True, text=True, check=True).stdout
     assert "rotten-tomatoes" in text and " no " in text
+
+
+# re-hashing: `assets list` by size and mtime, `assets verify` and every use by sha256 ------
+
+FAKE_FILE = "data.csv"
+
+
+def _flip_a_byte(path, keep_mtime: bool) -> None:
+    """Change one byte in place (same size); optionally put the old mtime back."""
+    before = path.stat()
+    content = bytearray(path.read_bytes())
+    content[5] ^= 0x01
+    path.write_bytes(bytes(content))
+    if keep_mtime:
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
+def _listed(name):
+    return {row["name"]: row for row in assets.describe()}[name]
+
+
+def _cli(capsys, *args):
+    code = main(["assets", *args])
+    return code, capsys.readouterr().out
+
+
+def test_list_stops_calling_a_changed_file_cached_and_verify_names_it(fake_asset, capsys):
+    folder = assets.fetch(fake_asset.name, log=lambda _m: None)
+    assert _listed(fake_asset.name)["cached"] is True
+    _flip_a_byte(folder / FAKE_FILE, keep_mtime=False)
+    row = _listed(fake_asset.name)
+    assert row["cached"] is False and f"{FAKE_FILE} changed since it was verified" in row["status"]
+    code, out = _cli(capsys, "list")
+    assert re.search(rf"^{fake_asset.name} .* no ", out, re.MULTILINE), out
+    code, out = _cli(capsys, "verify", fake_asset.name)
+    assert code == 1 and f"damaged: {FAKE_FILE} does not match its sha256" in out
+
+
+def test_verify_and_every_use_see_a_change_that_keeps_size_and_mtime(fake_asset, capsys):
+    folder = assets.fetch(fake_asset.name, log=lambda _m: None)
+    _flip_a_byte(folder / FAKE_FILE, keep_mtime=True)
+    assert _listed(fake_asset.name)["cached"] is True  # list's documented blind spot
+    code, out = _cli(capsys, "verify")
+    assert code == 1 and f"{fake_asset.name:<22} damaged: {FAKE_FILE}" in out
+    assert re.search(r"^rotten-tomatoes +not cached$", out, re.MULTILINE), out
+    messages = []
+    assets.fetch(fake_asset.name, log=messages.append)  # a use re-hashes and fetches again
+    assert any("damaged" in m for m in messages)
+    assert _cli(capsys, "verify", fake_asset.name) == (0, f"{fake_asset.name:<22} ok\n")
+
+
+def test_a_touched_file_is_trusted_again_once_verify_rehashed_it(fake_asset, capsys):
+    path = assets.fetch(fake_asset.name, log=lambda _m: None) / FAKE_FILE
+    later = path.stat().st_mtime_ns + 10**9
+    os.utime(path, ns=(later, later))
+    assert _listed(fake_asset.name)["cached"] is False
+    assert _cli(capsys, "verify", fake_asset.name)[0] == 0
+    assert _listed(fake_asset.name)["cached"] is True
+    assert not list(path.parent.glob(".*.tmp"))
