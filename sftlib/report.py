@@ -20,9 +20,7 @@ Not supported: remote report stores, concurrent writers to one metrics.json.
 from __future__ import annotations
 
 import hashlib
-import html
 import json
-import numbers
 import os
 from datetime import UTC, datetime
 from pathlib import Path
@@ -146,43 +144,3 @@ def _json_default(value: Any) -> Any:
 
 
 # tables of text shown as HTML ---------------------------------------------------------------
-
-TEXT_CELL_STYLE = {"white-space": "pre-wrap", "text-align": "left"}
-
-
-def text_table(frame: pd.DataFrame, precision: int = 3):
-    """A pandas Styler for a table of free text (prompts, references, generations, reviews):
-    cells left-aligned and wrapped at the text's own line breaks, floats to `precision`
-    decimals, and every cell, row and column label and axis name HTML-escaped, so a
-    `<script>` in the data or in a model's output is shown as text, never run.
-
-    Use it instead of `frame.style`: a Styler escapes nothing by default, and even with
-    `format(escape="html")` it escapes only `str` cells (a list or dict cell, or an axis
-    name, goes out as raw HTML). The table also carries MathJax's ignore classes: a `$` in
-    the data is shown as written, not typeset. `DataFrame` display (`to_html`, a cell's last
-    expression) escapes already and needs no helper. Not supported: per-cell colours or
-    number formats (style the returned Styler further; it keeps escaping).
-    """
-    labels = frame.rename_axis(index=_escaped_names(frame.index),
-                               columns=_escaped_names(frame.columns))
-    return (labels.style
-            .format(lambda value: _escaped_cell(value, precision))
-            .format_index(_escaped_label, axis="index")
-            .format_index(_escaped_label, axis="columns")
-            .set_properties(**TEXT_CELL_STYLE)
-            .set_table_attributes('class="tex2jax_ignore mathjax_ignore"'))
-
-
-def _escaped_cell(value: Any, precision: int) -> str:
-    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):
-        return f"{value:.{precision}f}"
-    return html.escape(str(value))
-
-
-def _escaped_label(value: Any) -> str:
-    return html.escape(str(value))
-
-
-def _escaped_names(axis: pd.Index) -> list[str | None]:
-    """An axis's level names escaped (the Styler writes them out as they are)."""
-    return [None if name is None else _escaped_label(name) for name in axis.names]

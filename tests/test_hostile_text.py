@@ -24,7 +24,7 @@ from test_instruct_pipeline import TINY_INSTRUCTION
 from sftlib import analysis, data, data_report, filemodes, instruct
 from sftlib.config import RunConfig
 from sftlib.pipeline import run_pipeline
-from sftlib.report import text_table
+from sftlib.tables import readable as text_table
 
 PAYLOAD = "alert(1)"  # what each active string below would run
 HOSTILE = (
