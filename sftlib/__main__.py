@@ -46,10 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
                          formatter_class=argparse.RawDescriptionHelpFormatter)
     _config_args(run)
     run.add_argument("--notebooks", nargs="+", help="subset, by number or name (default: all)")
-    run.add_argument("--reports-dir", default="reports", help="parent of the run folders")
+    _reports_dir_arg(run)
 
     runs = sub.add_parser("runs", help="the run folders and how each ended")
-    runs.add_argument("--reports-dir", default="reports", help="parent of the run folders")
+    _reports_dir_arg(runs)
     runs.add_argument("--json", action="store_true")
 
     train = sub.add_parser("train", help="fine-tune without notebooks (torchrun / accelerate)")
@@ -58,8 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true",
                        help="continue from the last checkpoint in the run folder")
 
-    assets_cmd = sub.add_parser("assets", help="offline models and datasets")
-    assets_sub = assets_cmd.add_subparsers(dest="assets_command", required=True)
+    assets_sub = _command_group(sub, "assets", "offline models and datasets")
     listing = assets_sub.add_parser("list", help="each asset's size, license, cache state "
                                     "(files changed since they were hashed count as not cached)")
     listing.add_argument("--json", action="store_true")
@@ -84,8 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("texts", nargs="*")
 
     # Inspection: flags override the config's keys; the rest comes from --config / defaults.
-    data_cmd = sub.add_parser("data", help="what is in the data and what is wrong with it")
-    data_sub = data_cmd.add_subparsers(dest="data_command", required=True)
+    data_sub = _command_group(sub, "data", "what is in the data and what is wrong with it")
     data_inspect = data_sub.add_parser("inspect", help="notebook 01's statistics (JSON keys: "
                                        "docs/inspection.md)")
     _dataset_args(data_inspect)
@@ -95,8 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_inspect.add_argument("--strict", action="store_true",
                               help="exit 1 on leakage or conflicting labels (strict_data)")
 
-    tokens_cmd = sub.add_parser("tokens", help="what the tokenizer does to the data")
-    tokens_sub = tokens_cmd.add_subparsers(dest="tokens_command", required=True)
+    tokens_sub = _command_group(sub, "tokens", "what the tokenizer does to the data")
     tokens_inspect = tokens_sub.add_parser("inspect", help="notebook 02's statistics (JSON "
                                            "keys: docs/inspection.md)")
     _dataset_args(tokens_inspect)
@@ -118,6 +115,16 @@ def build_parser() -> argparse.ArgumentParser:
                          "predictions_<split>.csv (every example with its loss) there")
     analyze.add_argument("--json", action="store_true", help="print everything as JSON")
     return parser
+
+
+def _command_group(sub, name: str, help_text: str):
+    """`sftlib NAME SUBCOMMAND`: the subparsers of a command group (dest NAME_command)."""
+    return sub.add_parser(name, help=help_text).add_subparsers(dest=f"{name}_command",
+                                                               required=True)
+
+
+def _reports_dir_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--reports-dir", default="reports", help="parent of the run folders")
 
 
 def _version() -> str:
@@ -250,13 +257,14 @@ def cmd_assets(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     print(f"cache: {assets.cache_dir()} (set SFTLIB_CACHE to move it)")
-    print(f"{'name':<17} {'kind':<8} {'size':>8}  {'cached':<7} license")
+    width = max(len(row["name"]) for row in rows)
+    print(f"{'name':<{width}}  {'kind':<7}  {'task':<14}  {'size':>8}  {'cached':<6}  license")
     for row in rows:
         cached = "yes" if row["cached"] else "no"
-        print(f"{row['name']:<17} {row['kind']:<8} {row['size_mb']:>6.1f}MB  {cached:<7} "
-              f"{row['license']}")
+        print(f"{row['name']:<{width}}  {row['kind']:<7}  {row['task']:<14}  "
+              f"{row['size_mb']:>6.1f}MB  {cached:<6}  {row['license']}")
         if row["status"] not in ("ok", "not cached"):
-            print(f"{'':<17} cache: {row['status']}")
+            print(f"{'':<{width}}  cache: {row['status']}")
     return 0
 
 

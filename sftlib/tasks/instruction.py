@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,10 @@ from sftlib import assets, instruct, instruction_data, sources, tokens
 from sftlib.tasks import Log
 
 MAX_LOG_LOSS = 50.0  # exp() of a larger loss overflows the perplexity to inf
+# peft calls a transformers method that transformers 5 renamed; the warning is for peft's
+# authors, and it lands in the notebook's output where a reader can do nothing about it
+warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*",
+                        category=FutureWarning)
 
 
 def perplexity(loss: float) -> float:
