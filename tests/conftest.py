@@ -37,6 +37,36 @@ def tiny_config():
     return RunConfig(**TINY)
 
 
+# A few steps of instruction SFT with packing and LoRA. The shared run's data mixes
+# alpaca-demo rows with hostile ones (tests/hostile.py): the same run serves the pipeline tests
+# and the check that no text from the data or the model runs in a report.
+TINY_INSTRUCTION = {
+    "task": "instruction", "model": "smollm2-135m-instruct", "dataset": "alpaca-demo",
+    "metric_for_best": "loss", "train_subset": 24, "eval_subset": 6, "max_length": 128,
+    "max_steps": 3, "batch_size": 4, "eval_batch_size": 4, "logging_steps": 1,
+    "eval_strategy": "steps", "eval_steps": 2, "plot_interval_s": 0.0, "save_total_limit": 1,
+    "packing": True, "lora": True, "lora_r": 4, "eval_generations": 2, "max_new_tokens": 24,
+}
+
+
+@pytest.fixture(scope="session")
+def instruction_run(tmp_path_factory):
+    """The instruction notebooks 01..05 once, on alpaca-demo rows and hostile rows."""
+    from hostile import hostile_instruction_rows, write_jsonl
+
+    from sftlib import instruction_data
+    from sftlib.config import RunConfig
+    from sftlib.pipeline import run_pipeline
+
+    folder = tmp_path_factory.mktemp("instruction-run")
+    alpaca = instruction_data.load_instruction_pool("alpaca-demo").head(60)
+    rows = [{"instruction": p, "input": "", "output": r}
+            for p, r in zip(alpaca["prompt"], alpaca["response"])]
+    dataset = write_jsonl(folder / "chats.jsonl", rows + hostile_instruction_rows())
+    cfg = RunConfig(**{**TINY_INSTRUCTION, "dataset": str(dataset)})
+    return run_pipeline(cfg, reports_root=folder / "reports", log=lambda _msg: None)
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, tiny_config):
     """The whole notebook pipeline once, on tiny settings; tests read its report."""

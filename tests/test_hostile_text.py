@@ -1,7 +1,8 @@
 """Text from a dataset, or written by a model, is shown as text and never runs.
 
 Unit level: every sftlib function that writes HTML from data, fed hostile strings. Pipeline
-level: one tiny run per task over a hostile dataset; every HTML export and every HTML output
+level: a tiny run per task over hostile data (the instruction one is the session's shared
+run); every HTML export and every HTML output
 of the executed notebooks is parsed (stdlib html.parser) and searched for a payload that
 could run: a <script> element holding it, an on* attribute holding it, a javascript: URL.
 nbconvert's own pages hold legitimate scripts, so the search is for the payload, not for
@@ -19,26 +20,12 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import TINY
-from test_instruct_pipeline import TINY_INSTRUCTION
+from hostile import HOSTILE, HOSTILE_LABEL, PAYLOAD
 
 from sftlib import analysis, data, data_report, filemodes, instruct
 from sftlib.config import RunConfig
 from sftlib.pipeline import run_pipeline
 from sftlib.tables import readable as text_table
-
-PAYLOAD = "alert(1)"  # what each active string below would run
-HOSTILE = (
-    "<script>alert(1)</script>",
-    "<img src=x onerror=alert(1)>",
-    '"><svg onload=alert(1)>',
-    "</textarea><script>alert(1)</script>",
-    "{{7*7}}",
-    '<a href="javascript:alert(1)">click</a>',
-    "[click](javascript:alert(1))",
-    "\u202egnp.exe\u202c right-to-left override",
-)
-HOSTILE_LABEL = "<img src=x onerror=alert(1)>"  # a label is a column name in many tables
-
 
 # finding what could run ----------------------------------------------------------------------
 
@@ -185,16 +172,6 @@ def test_tables_of_data_display_escaped(table):
 
 # pipeline level: one tiny run per task over hostile data ---------------------------------------
 
-def _hostile_jsonl(path):
-    """Alpaca rows whose instructions, inputs and outputs carry the hostile strings; the
-    instruction asks the model to repeat them, so its answers may carry them too."""
-    rows = [{"instruction": f"Repeat exactly: {HOSTILE[i % len(HOSTILE)]}",
-             "input": f"case {i}", "output": f"{HOSTILE[(i + 3) % len(HOSTILE)]} (answer {i})"}
-            for i in range(40)]
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    return path
-
-
 def _hostile_csv(path):
     """200 labelled texts around the hostile strings; one of the two labels is hostile."""
     rows = [{"text": f"{HOSTILE[i % len(HOSTILE)]} review {i}: a {'fine' if i % 2 else 'dull'} "
@@ -204,11 +181,8 @@ def _hostile_csv(path):
 
 
 @pytest.fixture(scope="module")
-def instruction_report(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("hostile-instruction")
-    cfg = RunConfig(**{**TINY_INSTRUCTION, "dataset": str(_hostile_jsonl(folder / "h.jsonl")),
-                       "max_new_tokens": 24})
-    return run_pipeline(cfg, reports_root=folder / "reports", log=lambda _m: None)
+def instruction_report(instruction_run):
+    return instruction_run  # the shared run's data holds the hostile rows (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""The notebooks 01..05 with task=instruction, headless, on a few steps (packing + LoRA)."""
+"""The instruction notebooks 01..05, headless, on a few steps (packing + LoRA); the run is
+the session's shared `instruction_run` (tests/conftest.py)."""
 
 import json
 import subprocess
@@ -8,29 +9,11 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from sftlib.config import RunConfig
-from sftlib.pipeline import run_pipeline
 from sftlib.tasks import get_task
 
 NOTEBOOKS = get_task("instruction").notebooks
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_INSTRUCTION = {
-    "task": "instruction", "model": "smollm2-135m-instruct", "dataset": "alpaca-demo",
-    "metric_for_best": "loss", "train_subset": 24, "eval_subset": 6, "max_length": 128,
-    "max_steps": 3, "batch_size": 4, "eval_batch_size": 4, "logging_steps": 1,
-    "eval_strategy": "steps", "eval_steps": 2, "plot_interval_s": 0.0, "save_total_limit": 1,
-    "packing": True, "lora": True, "lora_r": 4, "eval_generations": 2, "max_new_tokens": 8,
-}
-
-
-@pytest.fixture(scope="module")
-def instruction_run(tmp_path_factory):
-    reports = tmp_path_factory.mktemp("instruction-reports")
-    return run_pipeline(RunConfig(**TINY_INSTRUCTION), reports_root=reports,
-                        log=lambda _msg: None)
-
-
 def _outputs(run_dir, name):
     executed = nbformat.read(run_dir / "notebooks" / f"{name}.ipynb", as_version=4)
     return [o for c in executed.cells if c.cell_type == "code" for o in c.outputs]
