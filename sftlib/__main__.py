@@ -378,6 +378,12 @@ def cmd_tokens(args: argparse.Namespace) -> int:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
+    """Score a saved classifier on a split. The data needs no train split: a file is scored
+    whole as `--split`, a folder by the split files it holds, labels checked against the
+    model's own. Without a train split the majority-class baseline is skipped; without both
+    validation and test, temperature scaling; each skip is said on stderr and in "skipped"."""
+    from transformers import AutoConfig
+
     from sftlib import analysis, data
     from sftlib.deploy import Predictor, check_model_dir, trained_config
     from sftlib.report import write_json_atomic
@@ -386,21 +392,31 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     # the model's own run decides the dataset, its subsets and the seed, unless overridden
     changes = {"dataset": args.dataset} if args.dataset else {}
     cfg = trained_config(model_dir, {**changes, **parse_overrides(args.overrides)})
-    dd = data.load_from_config(cfg)
+    model_config = AutoConfig.from_pretrained(model_dir)
+    names = [model_config.id2label[i] for i in range(model_config.num_labels)]
+    dd = data.load_evaluation_from_config(cfg, args.split, names)
     predictor = Predictor(model_dir, batch_size=args.batch_size)
     frames = {split: analysis.prediction_frame(predictor, dd[split])
-              for split in ("validation", "test")}
+              for split in ("validation", "test") if split in dd}
     frame = frames[args.split]
+    skipped = []
+    calibration = (frames["validation"], frames["test"]) if len(frames) == 2 else None
+    if calibration is None:
+        skipped.append("temperature scaling (it is fitted on validation, reported on test)")
     baselines = None
     if not args.no_baselines:
-        base = analysis.pretrained_predictor(cfg, str(model_dir), data.label_names(dd),
-                                             args.batch_size)
+        base = analysis.pretrained_predictor(cfg, str(model_dir), names, args.batch_size)
         baselines = {"fine-tuned": frame,
-                     "before fine-tuning": analysis.prediction_frame(base, dd[args.split]),
-                     "majority class": analysis.majority_frame(frame, dd["train"]["label"])}
+                     "before fine-tuning": analysis.prediction_frame(base, dd[args.split])}
+        if "train" in dd:
+            baselines["majority class"] = analysis.majority_frame(frame, dd["train"]["label"])
+        else:
+            skipped.append(f"the majority-class baseline ({cfg.dataset} has no train split)")
+    for what in skipped:
+        print(f"sftlib: analyze: skipped {what}", file=sys.stderr)
     summary = {"model": str(model_dir), "dataset": cfg.dataset, "split": args.split,
-               **analysis.analysis_summary(frame, (frames["validation"], frames["test"]),
-                                           baselines)}
+               **analysis.analysis_summary(frame, calibration, baselines),
+               "skipped": skipped}
     if args.output_dir:
         out = Path(args.output_dir)
         out.mkdir(parents=True, exist_ok=True)

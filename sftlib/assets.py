@@ -33,16 +33,18 @@ quantized training from GGUF (the weights are dequantized to fp32 once).
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tarfile
 import tempfile
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -160,6 +162,11 @@ ASSETS: dict[str, Asset] = {
 
 class AssetError(RuntimeError):
     """An asset could not be fetched or verified; the message says what to do."""
+
+
+class ModelSpecError(ValueError):
+    """`model` names nothing usable: a folder without config, weights or tokenizer
+    vocabulary, a mistyped path or asset name. The message says what is missing."""
 
 
 def cache_dir() -> Path:
@@ -402,13 +409,100 @@ CONVERTERS: dict[str, Callable[[Path, Callable[[str], None]], dict[str, object]]
 
 # specs ----------------------------------------------------------------------------
 
+# A model folder needs a vocabulary: tokenizer_config.json alone loads as a tokenizer of only
+# its special tokens, which reads every word as the unknown token (and trains at chance).
+VOCABULARY_FILES = ("tokenizer.json", "vocab.txt")  # or any *.model / *.tiktoken, or the pair
+BPE_VOCABULARY = ("vocab.json", "merges.txt")
+WEIGHT_SUFFIXES = (".safetensors", ".bin")
+_HUB_PART = r"[A-Za-z0-9][A-Za-z0-9._-]*"
+_HUB_ID = re.compile(rf"(?P<repo>{_HUB_PART}(?:/{_HUB_PART})?)(?::(?P<config>{_HUB_PART}))?")
+TYPO_CUTOFF = 0.6  # difflib similarity from which a name counts as a typo of an asset name
+PATH_TYPO_CUTOFF = 0.85  # the same for a file name: "nope.csv" is not a typo of "one.csv"
+
+
+def looks_like_hub_id(spec: str, allow_config: bool = False,
+                      file_suffixes: tuple[str, ...] = ()) -> bool:
+    """True for `OWNER/NAME` (and, with `allow_config`, `NAME:CONFIG` or `OWNER/NAME:CONFIG`)
+    that is not a local path mistyped: no local folder OWNER, no NAME ending in one of
+    `file_suffixes`. A bare `NAME` is not a hub id here: too easily a typo of an asset."""
+    match = _HUB_ID.fullmatch(spec)
+    if match is None or (match["config"] and not allow_config):
+        return False
+    repo = match["repo"]
+    if "/" not in repo:
+        return bool(match["config"])
+    return not Path(repo.split("/")[0]).is_dir() and Path(repo).suffix not in file_suffixes
+
+
+def did_you_mean(spec: str, names: Iterable[str]) -> str:
+    """"; did you mean X?" naming the closest of `names`, else the closest entry of the folder
+    a mistyped path points into; "" when nothing is close (difflib ratio under TYPO_CUTOFF,
+    PATH_TYPO_CUTOFF for file names)."""
+    match = difflib.get_close_matches(spec, list(names), n=1, cutoff=TYPO_CUTOFF)
+    if match:
+        return f"; did you mean {match[0]}?"
+    path = Path(spec).expanduser()
+    try:
+        entries = sorted(os.listdir(path.parent)) if path.name else []
+    except OSError:  # no such or an unreadable folder: no suggestion
+        entries = []
+    match = difflib.get_close_matches(path.name, entries, n=1, cutoff=PATH_TYPO_CUTOFF)
+    return f"; did you mean {spec[:len(spec) - len(path.name)]}{match[0]}?" if match else ""
+
+
+def model_folder_problem(folder: Path) -> str | None:
+    """What a local model folder lacks to be trained or read (config.json, weights, a
+    tokenizer with a vocabulary), or None."""
+    try:
+        names = set(os.listdir(folder))
+    except OSError as error:
+        return f"a readable listing ({error.strerror or error})"
+    missing = []
+    if "config.json" not in names:
+        missing.append("config.json")
+    if not any(name.endswith(WEIGHT_SUFFIXES) for name in names):
+        missing.append("weights (*.safetensors or *.bin)")
+    if not (names & set(VOCABULARY_FILES) or set(BPE_VOCABULARY) <= names
+            or any(name.endswith((".model", ".tiktoken")) for name in names)):
+        alone = ", which tokenizer_config.json alone is not" \
+            if "tokenizer_config.json" in names else ""
+        missing.append("a tokenizer vocabulary (tokenizer.json, vocab.txt, tokenizer.model, or "
+                       f"vocab.json + merges.txt{alone})")
+    return " and ".join(missing) or None
+
+
 def resolve_model(spec: str, log: Callable[[str], None] = print) -> str:
-    """An asset name -> its verified cache folder; a local path or hub id -> unchanged."""
+    """An asset name -> its verified cache folder; a local folder -> unchanged, once it holds
+    what a model needs (`model_folder_problem`); a hub id -> unchanged.
+
+    A spec that is none of these is a `ModelSpecError`, never a hub request, when it looks
+    like a path (starts with `.`, `/` or `~`, or has a `/` but is no `OWNER/NAME`) or is close to
+    an asset name (a typo: "did you mean ...?"). Other bare names (`bert-base-uncased`) and
+    `OWNER/NAME` go to the hub.
+    """
     if spec in ASSETS:
         if get_asset(spec).kind != "model":
             raise AssetError(f"asset {spec!r} is a dataset, not a model")
         return str(fetch(spec, log=log))
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        problem = model_folder_problem(path)
+        if problem:
+            raise ModelSpecError(f"model: {path} is not a model folder: it lacks {problem}. "
+                                 "Use a folder written by save_pretrained (a run's model/), or "
+                                 f"an asset: {', '.join(model_assets())}")
+        return spec
+    typo = difflib.get_close_matches(spec, model_assets(), n=1, cutoff=TYPO_CUTOFF)
+    path_like = spec.startswith((".", "/", "~")) or ("/" in spec and not looks_like_hub_id(spec))
+    if typo or path_like:
+        raise ModelSpecError(f"model: no such model folder or asset {spec!r}"
+                             f"{did_you_mean(spec, model_assets())} (assets: "
+                             f"{', '.join(model_assets())}; a hub model is OWNER/NAME)")
     return spec
+
+
+def model_assets() -> list[str]:
+    return [name for name, asset in ASSETS.items() if asset.kind == "model"]
 
 
 def model_files_sha256(path: str) -> dict[str, str]:

@@ -5,11 +5,29 @@ Every loader returns splits `train`, `validation` and `test`, each with a `text`
 column and a `label` `ClassLabel` column (so label names travel with the data). Sources
 (a file, a folder of split files, a hub id) are read by `sftlib.sources`, which also makes
 the deterministic stratified splits; this module adds the classification columns: the
-chosen `text_column` / `label_column` renamed to `text` / `label`, rows without a label
-rejected, and the named offline assets `rotten-tomatoes` (binary) and `trec-6` (six
-question types; see `sftlib.assets`). Label names come from the source when it has them
-(an asset, a hub ClassLabel: kept as a pandas Categorical through splitting), else from the
-values: integers 0..max, or the sorted strings.
+chosen `text_column` / `label_column` renamed to `text` / `label`, and the named offline
+assets `rotten-tomatoes` (binary) and `trec-6` (six question types; see `sftlib.assets`).
+
+What a run is refused for (a `DataError` naming the file, the split, the column or the
+label, and what to do), so that no model is trained on something else than was meant:
+- a text column holding anything but strings (numbers: usually the wrong column; lists,
+  dicts, arrays: a nested column); a missing text is an empty text, which inspection flags;
+- a label column with missing values, lists (multi-label), or non-integer numbers
+  (regression); integer-valued numbers are labels, named by their integer (`1.0` -> "1");
+- two label spellings that differ only in case or surrounding whitespace (`"pos"` and
+  `" pos"`), in any splits: never merged, never two classes;
+- fewer than two classes with rows in train;
+- a validation / test label that train does not have.
+
+The label set is what the train split holds: its distinct values as strings, sorted (integer
+names numerically, "2" before "10"; other names after them, alphabetically). Nothing is
+invented: labels {1, 2, 4, 5} are four classes, {0, 1000} two. A source that declares its
+classes (an asset; a hub ClassLabel, read as a pandas Categorical) keeps its declared order;
+a declared class with no row in any split is left out (a class nobody labelled can be neither
+learned nor scored), and one with validation / test rows but no train row is the error above.
+
+`load_for_evaluation` reads data to score a trained model on: any splits (a file is one
+split, whole), labels checked against the model's label names instead of train's.
 
 The inspection functions (`rows_frame` onward) take a DatasetDict or a frame of rows, with
 or without labels, so instruction data is inspected with the same functions.
@@ -19,7 +37,9 @@ Not supported here: multi-label targets, regression targets, streaming datasets.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+import re
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -31,25 +51,105 @@ from sftlib import assets, sources
 from sftlib.sources import SPLITS, DataError
 
 TEXT_COLUMN_GUESSES = ("text", "sentence", "review", "content", "document")
+_INTEGER_NAME = re.compile(r"[+-]?\d+")
+
+
+# one file's columns ----------------------------------------------------------------------
+
+def _missing(value: Any) -> bool:
+    return value is None or (pd.api.types.is_scalar(value) and bool(pd.isna(value)))
+
+
+def _shown(value: Any) -> str:
+    """A value for a message: its repr (numpy scalars as Python's), at most 60 characters."""
+    value = value.item() if isinstance(value, np.generic) else value
+    return f"{value!r:.60}"
+
+
+def _kind(value: Any) -> str:
+    """What a non-text value is, for messages."""
+    if isinstance(value, bool | np.bool_ | int | float | np.number):
+        return "a number"
+    if isinstance(value, list | tuple | np.ndarray):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return f"a {type(value).__name__}"
+
+
+def text_values(values: pd.Series, source: str, column: str,
+                columns: list[str]) -> pd.Series:
+    """The text column as strings; a missing value becomes "" (inspection flags empty rows).
+
+    Anything else that is not a string is a `DataError` naming the first such row: numbers
+    (a column of numbers is almost always the wrong `text_column`), lists / arrays / objects
+    (a nested column would be stringified as "['a' 'b']"). Not supported: converting them.
+    """
+    for row, value in enumerate(values):
+        if not isinstance(value, str) and not _missing(value):
+            raise DataError(f"{source}: column {column!r} (text_column) holds {_kind(value)} "
+                            f"at row {row} ({_shown(value)}), not text; set text_column to the "
+                            f"column with the texts (columns: {columns})")
+    return pd.Series([v if isinstance(v, str) else "" for v in values], index=values.index,
+                     dtype=object)
+
+
+def _label_name(value: Any) -> str | None:
+    """A label value's name: strings as given, integer-valued numbers as integers; None for
+    what is no class label (lists, non-integer numbers, other objects)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool | np.bool_):
+        return str(bool(value))
+    if isinstance(value, int | np.integer):
+        return str(int(value))
+    if isinstance(value, float | np.floating) and math.isfinite(value) and value == int(value):
+        return str(int(value))
+    return None
+
+
+def label_values(values: pd.Series, source: str, column: str) -> pd.Series:
+    """The label column as names (strings); a Categorical stays one, with string categories.
+    Missing labels, lists (multi-label) and non-integer numbers (regression) are a
+    `DataError` naming the first such row."""
+    missing = values.isna().to_numpy()
+    if missing.any():
+        raise DataError(f"{source}: {int(missing.sum())} rows have no label in column "
+                        f"{column!r} (the first: row {int(np.flatnonzero(missing)[0])}); drop "
+                        "or fill them first")
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        return values.cat.rename_categories([str(c) for c in values.cat.categories])
+    names = [_label_name(value) for value in values]
+    if None in names:
+        row = names.index(None)
+        value = values.iloc[row]
+        what = "lists (multi-label targets)" if _kind(value) == "a list" else \
+            "non-integer numbers (a regression target)" if _kind(value) == "a number" else \
+            _kind(value)
+        raise DataError(f"{source}: column {column!r} (label_column) holds {what}, e.g. row "
+                        f"{row}: {_shown(value)}; a label is one class name or integer. Not "
+                        "supported: multi-label and regression targets")
+    return pd.Series(names, index=values.index, dtype=object)
 
 
 def select_columns(frame: pd.DataFrame, text_column: str, label_column: str,
                    source: str) -> pd.DataFrame:
-    """Rename the chosen columns to `text` / `label`, with a clear error if absent."""
+    """Rename the chosen columns to `text` / `label` and check their values (`text_values`,
+    `label_values`), with a clear error if a column is absent."""
     columns = list(frame.columns)
     if text_column not in columns and text_column == "text":
         text_column = next((c for c in TEXT_COLUMN_GUESSES if c in columns), text_column)
+    if text_column == label_column:
+        raise DataError(f"{source}: text_column and label_column are both {text_column!r}; "
+                        f"set them to two of the columns {columns}")
     for role, column in (("text_column", text_column), ("label_column", label_column)):
         if column not in columns:
             raise DataError(f"{source}: no column {column!r} for {role}; the columns are "
                             f"{columns}. Set {role} to one of them.")
-    out = frame[[text_column, label_column]].rename(
-        columns={text_column: "text", label_column: "label"})
-    if out["label"].isna().any():
-        raise DataError(f"{source}: {int(out['label'].isna().sum())} rows have no label in "
-                        f"column {label_column!r}; drop or fill them first")
-    out["text"] = out["text"].fillna("").astype(str)
-    return out
+    labels = label_values(frame[label_column], source, label_column)
+    check_label_spellings({"": labels}, {"": source})  # before dedupe can hide a spelling
+    return pd.DataFrame({"text": text_values(frame[text_column], source, text_column, columns),
+                         "label": labels})
 
 
 def load_rotten_tomatoes() -> pd.DataFrame:
@@ -86,50 +186,127 @@ NAMED_DATASETS: dict[str, Callable[[], pd.DataFrame]] = {
 }
 
 
-def _is_integral(series: pd.Series) -> bool:
-    if pd.api.types.is_integer_dtype(series):
-        return True
-    return pd.api.types.is_float_dtype(series) and bool((series % 1 == 0).all())
+# the label set over splits -----------------------------------------------------------------
+
+def spelling_key(label: str) -> str:
+    """Labels with one key differ only in case or surrounding whitespace."""
+    return label.strip().casefold()
 
 
-def _label_names(values: list[pd.Series]) -> list[str]:
-    """The label names: a Categorical's categories (assets, hub ClassLabels), else integers
-    0..max, else the sorted strings."""
-    if all(isinstance(v.dtype, pd.CategoricalDtype) for v in values):
-        return [str(c) for c in values[0].cat.categories]
-    pooled = pd.concat([v.astype(object) for v in values], ignore_index=True)
-    if _is_integral(pooled):
-        return [str(i) for i in range(int(pooled.max()) + 1)]
-    return sorted(pooled.astype(str).unique())
+def _label_order(name: str) -> tuple[int, int, str]:
+    """Integer names first, numerically; then the others, alphabetically."""
+    return (0, int(name), name) if _INTEGER_NAME.fullmatch(name) else (1, 0, name)
+
+
+def train_label_names(train: pd.Series) -> list[str]:
+    """The label set: train's distinct label names, in a Categorical's declared order (a
+    declared class without a train row left out), else sorted by `_label_order`."""
+    present = set(train.astype(str))
+    if isinstance(train.dtype, pd.CategoricalDtype):
+        return [str(c) for c in train.cat.categories if str(c) in present]
+    return sorted(present, key=_label_order)
+
+
+def _where(split: str, origins: dict[str, str]) -> str:
+    """"split S of FILE"; FILE alone for split "" (one file's rows, before splitting)."""
+    origin = origins.get(split, "the data")
+    return f"split {split} of {origin}" if split else origin
+
+
+def check_label_spellings(labels: dict[str, pd.Series], origins: dict[str, str]) -> None:
+    """A `DataError` for two label spellings, in any splits, that differ only in case or
+    surrounding whitespace (`"pos"`, `" pos"`, `"POS"`): never merged, never two classes.
+    `labels` and `origins` are keyed by split ("" for one file's rows before splitting)."""
+    seen: dict[str, str] = {}  # spelling -> the first split holding it
+    spellings: dict[str, list[str]] = {}  # key -> spellings in order of appearance
+    for split, values in labels.items():
+        for spelling in pd.unique(values.astype(str)):
+            if spelling not in seen:
+                seen[spelling] = split
+                spellings.setdefault(spelling_key(spelling), []).append(spelling)
+    for first, second, *_ in (v for v in spellings.values() if len(v) > 1):
+        where = [_where(seen[first], origins), _where(seen[second], origins)]
+        places = f"both in {where[0]}" if where[0] == where[1] else " and ".join(where)
+        raise DataError(f"{origins.get(seen[second], 'data')}: labels {first!r} and {second!r} "
+                        f"({places}) differ only in case or surrounding whitespace; write one "
+                        "spelling (as they are, they would be two classes)")
+
+
+def check_known_labels(labels: dict[str, pd.Series], origins: dict[str, str],
+                       names: list[str], whose: str, column: str, advice: str) -> None:
+    """A `DataError` for the first label of any split that is not in `names` (`whose`
+    names them: "train's labels", "the model's labels"), with a near spelling if any."""
+    near = {spelling_key(name): name for name in names}
+    for split, values in labels.items():
+        unknown = ~values.astype(str).isin(names).to_numpy()
+        if unknown.any():
+            row = int(np.flatnonzero(unknown)[0])
+            label = str(values.iloc[row])
+            count = int((values.astype(str) == label).sum())
+            others = len(set(values.astype(str)[unknown])) - 1
+            more = f"; {others} more unknown label(s)" if others else ""
+            hint = f" (did you mean {near[spelling_key(label)]!r}? labels must match " \
+                "exactly)" if spelling_key(label) in near else ""
+            raise DataError(f"{origins.get(split, split)}: split {split} has label {label!r} "
+                            f"in column {column!r} ({count} row(s), the first row {row}{more}) "
+                            f"that {whose} do not include{hint}; {whose}: {names}. {advice}")
+
+
+def checked_label_names(splits: sources.Splits, column: str = "label") -> list[str]:
+    """The label set of a training dataset (`train_label_names`), after the checks of the
+    module docstring: spellings, at least two train classes, no label unknown to train."""
+    labels = {split: frame["label"] for split, frame in splits.frames.items()}
+    check_label_spellings(labels, splits.origins)
+    names = train_label_names(labels["train"])
+    if len(names) < 2:
+        raise DataError(f"{splits.origins['train']}: split train has {len(names)} class(es) "
+                        f"{names} in column {column!r}; classification needs at least two "
+                        "classes with train rows (is label_column the right column?)")
+    check_known_labels(labels, splits.origins, names, "train's labels", column,
+                       "A model cannot learn a class it never sees: add train rows with "
+                       "that label, or remove those rows")
+    return names
+
+
+def require_train_classes(train: pd.Series, names: list[str], train_subset: int | None) -> None:
+    """Every class keeps a train row after `train_subset` (it cannot when the subset is
+    smaller than the number of classes)."""
+    missing = [name for name in names if name not in set(train.astype(str))]
+    if missing:
+        raise DataError(f"train_subset={train_subset} leaves class(es) {missing} without a "
+                        f"train row; use train_subset >= {len(names)} (one row per class at "
+                        "least), or no subset")
 
 
 def _encode_labels(series: pd.Series, names: list[str], split: str) -> list[int]:
-    if isinstance(series.dtype, pd.CategoricalDtype):
-        series = series.astype(str)
-    if _is_integral(series):
-        codes = series.astype(int)
-    else:
-        codes = series.astype(str).map({name: i for i, name in enumerate(names)})
-    bad = series[codes.isna() | (codes < 0) | (codes >= len(names))]
+    index = {name: i for i, name in enumerate(names)}
+    codes = label_values(series, f"split {split}", "label").astype(str).map(index)
+    bad = series[codes.isna().to_numpy()]
     if len(bad):
         raise DataError(f"split {split}: labels {sorted(set(bad.astype(str)))[:10]} are not "
                         f"among the label names {names}")
     return codes.astype(int).tolist()
 
 
-def to_dataset_dict(frames: dict[str, pd.DataFrame]) -> datasets.DatasetDict:
-    """pandas splits with text/label -> DatasetDict with a ClassLabel `label`."""
-    names = _label_names([f["label"] for f in frames.values()])
+def to_dataset_dict(frames: dict[str, pd.DataFrame],
+                    names: list[str] | None = None) -> datasets.DatasetDict:
+    """pandas splits with text/label -> DatasetDict with a ClassLabel `label` of `names`
+    (default: `train_label_names` of train). Splits absent from `frames` stay absent."""
+    if names is None:
+        names = train_label_names(label_values(frames["train"]["label"], "split train",
+                                               "label"))
     features = datasets.Features({"text": datasets.Value("string"),
                                   "label": datasets.ClassLabel(names=names)})
     out = {}
-    for split in SPLITS:
+    for split in [s for s in SPLITS if s in frames]:
         frame = frames[split]
         table = pd.DataFrame({"text": frame["text"].tolist(),
                               "label": _encode_labels(frame["label"], names, split)})
         out[split] = datasets.Dataset.from_pandas(table, features=features, preserve_index=False)
     return datasets.DatasetDict(out)
 
+
+# loading -----------------------------------------------------------------------------------
 
 def _reader(text_column: str, label_column: str) -> sources.RowReader:
     return lambda frame, source: select_columns(frame, text_column, label_column, source)
@@ -157,17 +334,49 @@ def load_pool(spec: str, text_column: str = "text", label_column: str = "label",
 def load_data(spec: str, text_column: str = "text", label_column: str = "label",
               dataset_config: str | None = None, train_subset: int | None = None,
               eval_subset: int | None = None) -> datasets.DatasetDict:
-    """The one entry point: spec -> DatasetDict(train/validation/test) of text + ClassLabel."""
+    """The one entry point: spec -> DatasetDict(train/validation/test) of text + ClassLabel,
+    refused (`DataError`) for the problems of the module docstring."""
     _check_named(spec, text_column, label_column)
-    frames = sources.load_split_frames(spec, _reader(text_column, label_column),
-                                       NAMED_DATASETS, dataset_config)
-    return to_dataset_dict(sources.take_subsets(frames, train_subset, eval_subset))
+    splits = sources.load_splits(spec, _reader(text_column, label_column), NAMED_DATASETS,
+                                 dataset_config)
+    names = checked_label_names(splits, label_column)
+    frames = sources.take_subsets(splits.frames, train_subset, eval_subset)
+    require_train_classes(frames["train"]["label"], names, train_subset)
+    return to_dataset_dict(frames, names)
 
 
 def load_from_config(cfg: Any) -> datasets.DatasetDict:
     """`load_data` with the dataset fields of a RunConfig."""
     return load_data(cfg.dataset, cfg.text_column, cfg.label_column, cfg.dataset_config,
                      cfg.train_subset, cfg.eval_subset)
+
+
+def load_for_evaluation(spec: str, split: str, label_names: Iterable[str],
+                        text_column: str = "text", label_column: str = "label",
+                        dataset_config: str | None = None, train_subset: int | None = None,
+                        eval_subset: int | None = None) -> datasets.DatasetDict:
+    """The splits to score a trained model on (`sources.load_evaluation_splits`: a file is
+    split `split`, whole; a folder gives the splits it holds; no train split is needed),
+    labelled by the model's `label_names`: a label the model does not know is a `DataError`
+    naming it, its split and its file."""
+    _check_named(spec, text_column, label_column)
+    names = list(label_names)
+    splits = sources.load_evaluation_splits(spec, _reader(text_column, label_column),
+                                            NAMED_DATASETS, split, dataset_config)
+    order = [split, *(name for name in splits.frames if name != split)]  # asked for first
+    labels = {name: splits.frames[name]["label"] for name in order}
+    check_known_labels(labels, splits.origins, names, "the model's labels", label_column,
+                       "Score a model on data labelled with its own classes")
+    return to_dataset_dict(sources.take_subsets(splits.frames, train_subset, eval_subset),
+                           names)
+
+
+def load_evaluation_from_config(cfg: Any, split: str,
+                                label_names: Iterable[str]) -> datasets.DatasetDict:
+    """`load_for_evaluation` with the dataset fields of a RunConfig."""
+    return load_for_evaluation(cfg.dataset, split, label_names, cfg.text_column,
+                               cfg.label_column, cfg.dataset_config, cfg.train_subset,
+                               cfg.eval_subset)
 
 
 def load_pool_from_config(cfg: Any) -> pd.DataFrame | None:
@@ -183,7 +392,7 @@ Source = datasets.DatasetDict | dict[str, pd.DataFrame] | pd.DataFrame
 
 def label_names(dd: datasets.DatasetDict) -> list[str]:
     """The ClassLabel names; [] for data without labels (instruction data)."""
-    feature = dd["train"].features.get("label")
+    feature = next(iter(dd.values())).features.get("label")
     return feature.names if isinstance(feature, datasets.ClassLabel) else []
 
 

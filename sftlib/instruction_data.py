@@ -23,7 +23,9 @@ Splits are made by `sftlib.sources`: exact duplicates (normalized whole conversa
 removed, then rows go 80/10/10 by rank of the sha256 of the normalized *prompt*, so the same
 prompt never sits in two splits. Rows that cannot be trained on (no assistant turn, an empty
 assistant turn, an unknown role) are a `DataError` with their count and the first such
-row: never dropped silently.
+row: never dropped silently. So is a value that is no text (an object; a list of anything but
+text parts; a `messages` value that is no list of objects), naming the file, column and row;
+numbers are written out as text. Reading the file itself is `sftlib.sources.read_table`'s.
 
 Not supported: tool calls, multimodal parts, ShareGPT `conversations` with from / value keys
 (rename them to messages / role / content first).
@@ -54,16 +56,25 @@ ALPACA_DEMO_FILE = "alpaca_en_demo.json"
 
 # one row -> messages -------------------------------------------------------------------
 
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value))
+
+
 def _text(value: Any) -> str:
-    """A content value as a string: text parts joined; missing values empty."""
+    """A content value as a string: text parts joined; numbers written out; missing values
+    empty. A TypeError for what is no text (an object, a list of anything but text parts)."""
     if isinstance(value, str):
         return value
     if isinstance(value, list | tuple | np.ndarray):
-        return "".join(part.get("text") or part.get("value") or "" for part in value
-                       if isinstance(part, dict))
-    if value is None or (isinstance(value, float) and np.isnan(value)):
+        if not all(isinstance(part, dict) for part in value):
+            raise TypeError("holds a list of non-parts, not text (text parts are "
+                            '{"type": "text", "text": ...})')
+        return "".join(part.get("text") or part.get("value") or "" for part in value)
+    if _is_missing(value):
         return ""
-    return str(value)
+    if isinstance(value, int | float | np.number):
+        return str(value)
+    raise TypeError(f"holds a {type(value).__name__}, not text")
 
 
 def alpaca_messages(instruction: str, input_text: str = "", output: str = "",
@@ -76,24 +87,45 @@ def alpaca_messages(instruction: str, input_text: str = "", output: str = "",
 
 
 def _messages_of(raw: Any) -> list[dict[str, str]]:
-    return [{"role": str(m.get("role", "")), "content": _text(m.get("content"))}
-            for m in (raw if raw is not None else []) if isinstance(m, dict)]
+    """A `messages` value as {"role", "content"} dicts; a TypeError for another shape."""
+    if _is_missing(raw):
+        raise TypeError("has no messages (do the rows mix shapes?)")
+    if not isinstance(raw, list | tuple | np.ndarray):
+        raise TypeError(f"holds a {type(raw).__name__}, not a list of messages")
+    if not all(isinstance(m, dict) for m in raw):
+        raise TypeError('holds a list of non-objects; each message is {"role", "content"}')
+    return [{"role": str(m.get("role", "")), "content": _text(m.get("content"))} for m in raw]
+
+
+def _column(frame: pd.DataFrame, column: str, convert: Callable[[Any], Any],
+            source: str) -> list[Any]:
+    """`convert` applied to every value of `column`; its TypeError becomes a `DataError`
+    naming the file, the column and the row."""
+    out = []
+    for row, value in enumerate(frame[column]):
+        try:
+            out.append(convert(value))
+        except TypeError as error:
+            raise DataError(f"{source}: column {column!r}, row {row}: {error}; see "
+                            "sftlib.instruction_data for the accepted shapes") from None
+    return out
 
 
 def frame_messages(frame: pd.DataFrame, source: str) -> list[list[dict[str, str]]]:
     """The conversation of every row of `frame`, by the shape its columns show."""
     columns = set(frame.columns)
     if "messages" in columns:
-        return [_messages_of(raw) for raw in frame["messages"]]
+        return _column(frame, "messages", _messages_of, source)
     if {"instruction", "output"} <= columns:
-        get = {c: frame[c].map(_text) if c in columns else pd.Series([""] * len(frame))
+        get = {c: _column(frame, c, _text, source) if c in columns else [""] * len(frame)
                for c in ("instruction", "input", "output", "system")}
         return [alpaca_messages(*row) for row in zip(get["instruction"], get["input"],
                                                      get["output"], get["system"])]
     answer = next((c for c in ("completion", "response") if c in columns), None)
     if "prompt" in columns and answer:
-        return [alpaca_messages(_text(p), "", _text(a)) for p, a in
-                zip(frame["prompt"], frame[answer])]
+        return [alpaca_messages(p, "", a) for p, a in
+                zip(_column(frame, "prompt", _text, source),
+                    _column(frame, answer, _text, source))]
     raise DataError(f"{source}: not instruction data; expected columns instruction / input / "
                     f"output, prompt / completion (or response), or messages; found "
                     f"{sorted(columns)}")

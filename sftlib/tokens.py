@@ -42,7 +42,16 @@ PADDING_SCHEMES = ("pad_to_max_length", "dynamic_random", "length_grouped")
 
 
 def load_tokenizer(model_spec: str) -> PreTrainedTokenizerBase:
-    return AutoTokenizer.from_pretrained(assets.resolve_model(model_spec))
+    """The tokenizer of an asset, a model folder or a hub id; one whose vocabulary holds
+    nothing but special tokens (it would read every word as the unknown token) is an
+    `assets.ModelSpecError`."""
+    tokenizer = AutoTokenizer.from_pretrained(assets.resolve_model(model_spec))
+    if len(tokenizer) <= len(set(tokenizer.all_special_ids)):
+        raise assets.ModelSpecError(
+            f"model: the tokenizer of {model_spec!r} has no vocabulary beyond its "
+            f"{len(tokenizer)} special tokens (every word would be {tokenizer.unk_token!r}); "
+            "give a folder with its vocabulary file")
+    return tokenizer
 
 
 def tokenizer_summary(tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:

@@ -305,17 +305,21 @@ def prepare_training(cfg: RunConfig, output_dir: str | Path, notebook: bool | No
                      log_fn=print, resume: bool = False) -> TrainingRun:
     """Data, tokenizer, model and Trainer with the live-plot callback, ready to `.train()`.
 
-    Unless `resume`, earlier training outputs in `output_dir` are archived first.
+    The data is loaded and the task's preflight checks run first (the ones `sftlib run`
+    runs: model folder, data refusals, strict_data), so a refused run fails before any
+    model is loaded or any output is moved. Then, unless `resume`, earlier training outputs
+    in `output_dir` are archived.
     """
     from sftlib.live import LivePlotCallback
 
     task = get_task(cfg.task)
     output_dir = Path(output_dir)
+    dataset = task.load_data(cfg)
+    task.preflight(cfg, log_fn, dataset)
     if not resume and _is_main_process():
         archive_previous_run(output_dir, log_fn)
     hardware = detect_hardware(cfg.precision)
     log_fn(f"[train] {hardware.describe()}")
-    dataset = task.load_data(cfg)
     tokenizer = tokens.load_tokenizer(cfg.model)
     max_length, tokenized = task.encode(cfg, dataset, tokenizer, log_fn)
     model = task.build_model(cfg, dataset, hardware, log_fn)

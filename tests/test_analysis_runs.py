@@ -100,4 +100,4 @@ def test_cli_analyze_writes_files_and_refuses_foreign_labels(trec_run, tmp_path)
     assert len(pd.read_csv(tmp_path / "predictions_test.csv")) == 120
     assert json.loads((tmp_path / "analysis_test.json").read_text())["split"] == "test"
     wrong = _analyze("--model", str(trec_run / "model"), "--dataset", "rotten-tomatoes")
-    assert wrong.returncode == 2 and "not the dataset's" in wrong.stderr
+    assert wrong.returncode == 2 and "that the model's labels do not include" in wrong.stderr

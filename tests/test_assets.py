@@ -77,7 +77,9 @@ def test_unknown_asset_and_passthrough(tmp_path):
     with pytest.raises(assets.AssetError, match="known assets: minilm-l6, rotten-tomatoes"):
         assets.get_asset("bert-base")
     assert assets.resolve_model("bert-base-uncased") == "bert-base-uncased"
-    assert assets.resolve_model(str(tmp_path)) == str(tmp_path)
+    assert assets.resolve_model("google-bert/bert-base-uncased") == "google-bert/bert-base-uncased"
+    with pytest.raises(assets.ModelSpecError, match="lacks config.json"):
+        assets.resolve_model(str(tmp_path))  # an empty folder is no model (issue 16)
     with pytest.raises(assets.AssetError, match="is a dataset, not a model"):
         assets.resolve_model(DATA)
 

@@ -1,6 +1,7 @@
 """Instruction data: the three row shapes, splits by prompt, the asset, bad rows, overlap."""
 
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -81,6 +82,38 @@ def test_rows_that_cannot_be_trained_on_are_an_error(tmp_path, row, problem):
     path = _write_jsonl(tmp_path / "bad.jsonl", [good, good, row])
     with pytest.raises(DataError, match=rf"1 of 3 rows .*row 2: {problem}"):
         instruction_data.load_instruction_pool(str(path))
+
+
+@pytest.mark.parametrize("rows, message", [
+    ([{"instruction": {"text": "nested"}, "output": "b"}],
+     "column 'instruction', row 0: holds a dict, not text"),
+    ([{"instruction": ["a", "b"], "output": "b"}],
+     "column 'instruction', row 0: holds a list of non-parts, not text"),
+    ([{"messages": "hello"}], "column 'messages', row 0: holds a str, not a list of messages"),
+    ([{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]},
+      {"prompt": "p", "completion": "c"}],
+     "column 'messages', row 1: has no messages (do the rows mix shapes?)"),
+])
+def test_values_that_are_no_text_name_file_column_and_row(tmp_path, rows, message):
+    path = _write_jsonl(tmp_path / "chats.jsonl", rows)
+    with pytest.raises(DataError, match=f"^{path}: {re.escape(message)}"):
+        instruction_data.load_instruction_pool(str(path))
+
+
+def test_instruction_data_too_small_to_split_says_so(tmp_path):
+    path = _write_jsonl(tmp_path / "a.jsonl", _alpaca_rows(7))
+    with pytest.raises(DataError, match="split validation is empty: splitting 80/10/10 by hash "
+                                        "needs at least 8 rows; there are 7"):
+        instruction_data.load_instruction_data(str(path))
+    assert len(instruction_data.load_instruction_data(
+        str(_write_jsonl(path, _alpaca_rows(8))))["validation"]) == 1
+
+
+def test_a_json_array_in_a_jsonl_file_is_named(tmp_path):
+    path = tmp_path / "a.jsonl"
+    path.write_text(json.dumps(_alpaca_rows(20)))
+    with pytest.raises(DataError, match="holds one JSON array, not JSON Lines"):
+        instruction_data.load_instruction_data(str(path))
 
 
 def test_unrecognized_columns_name_the_accepted_shapes(tmp_path):

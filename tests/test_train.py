@@ -139,6 +139,7 @@ def test_half_precision_checkpoint_trains_with_fp32_master_weights(tmp_path):
     config = BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1,
                         num_attention_heads=2, intermediate_size=32)
     BertModel(config).half().save_pretrained(tmp_path)
+    (tmp_path / "vocab.txt").write_text("[PAD]\n[UNK]\n")  # a model folder has its vocabulary
     model = build_classifier(RunConfig(model=str(tmp_path)), ["neg", "pos"])
     assert {p.dtype for p in model.parameters()} == {torch.float32}
 

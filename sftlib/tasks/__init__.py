@@ -46,8 +46,11 @@ class Task(Protocol):
     def load_pool(self, cfg: Any) -> pd.DataFrame | None:
         """A single-pool source's rows before splitting (inspection), else None."""
 
-    def preflight(self, cfg: Any, log: Log) -> dict[str, Any]:
-        """Checks before any notebook or training starts; what they found, for the manifest."""
+    def preflight(self, cfg: Any, log: Log,
+                  dataset: datasets.DatasetDict | None = None) -> dict[str, Any]:
+        """Checks before any notebook or training starts (`sftlib run` and `sftlib train`
+        both run them); what they found, for the manifest. `dataset`: the already loaded
+        `load_data(cfg)`, else it is loaded here."""
 
     def inspection_texts(self, cfg: Any, dataset: datasets.DatasetDict,
                          tokenizer: Any) -> datasets.DatasetDict:

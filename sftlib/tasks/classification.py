@@ -80,10 +80,12 @@ class ClassificationTask:
     def load_pool(self, cfg: Any) -> pd.DataFrame | None:
         return data.load_pool_from_config(cfg)
 
-    def preflight(self, cfg: Any, log: Log) -> dict[str, Any]:
-        """Model and data fetched and loaded; leakage and conflicting labels looked for."""
+    def preflight(self, cfg: Any, log: Log,
+                  dataset: datasets.DatasetDict | None = None) -> dict[str, Any]:
+        """Model folder and data checked (`assets.resolve_model`, `data.load_data`: each
+        refusal is one error); leakage and conflicting labels looked for."""
         model_path = assets.resolve_model(cfg.model, log=log)
-        dataset = self.load_data(cfg)
+        dataset = self.load_data(cfg) if dataset is None else dataset
         sizes = sources.require_rows(dataset, cfg.dataset)
         findings = data_report.quick_findings(dataset, self.load_pool(cfg))
         data_report.check_findings(findings, cfg.strict_data)

@@ -145,17 +145,20 @@ class InstructionTask:
     def load_pool(self, cfg: Any) -> pd.DataFrame | None:
         return instruction_data.load_pool_from_config(cfg)
 
-    def preflight(self, cfg: Any, log: Log) -> dict[str, Any]:
-        """A causal LM, a usable chat template, non-empty splits, and the examples whose
-        response max_length cuts off entirely (counted; with truncated_responses="error",
-        a TruncationError before any notebook runs)."""
+    def preflight(self, cfg: Any, log: Log,
+                  dataset: datasets.DatasetDict | None = None) -> dict[str, Any]:
+        """A model folder with config and tokenizer (`assets.resolve_model`), a causal LM, a
+        usable chat template, data that loads (`instruction_data`: each refusal is one
+        error) into non-empty splits, and the examples whose response max_length cuts off
+        entirely (counted; with truncated_responses="error", a TruncationError before any
+        notebook runs)."""
         model_path = assets.resolve_model(cfg.model, log=log)
         architectures = AutoConfig.from_pretrained(model_path).architectures or []
         if not any(a.endswith("ForCausalLM") for a in architectures):
             raise ValueError(f"model {cfg.model!r} is not a causal language model "
                              f"({architectures}); task 'instruction' needs one, e.g. "
                              "model=smollm2-135m-instruct")
-        dataset = self.load_data(cfg)
+        dataset = self.load_data(cfg) if dataset is None else dataset
         sizes = sources.require_rows(dataset, cfg.dataset)
         tokenizer = tokens.load_tokenizer(cfg.model)
         template = instruct.prepare_tokenizer(tokenizer, cfg.chat_template)
