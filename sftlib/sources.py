@@ -6,9 +6,10 @@ A dataset spec is, tried in this order:
 - a local folder holding `train.*`, `validation.*` (or `valid.*` / `dev.*` / `val.*`) and
   `test.*` files: loaded as those splits; a missing split is carved out of train;
 - a named offline asset (`sftlib.assets`) that the task knows how to read;
-- a hub dataset id: `OWNER/NAME`, `NAME:CONFIG` or `OWNER/NAME:CONFIG` (a bare `NAME` only
-  with `dataset_config` set). Anything else is a `DataError` ("no such file or folder ...;
-  did you mean ...?"), never a hub request: a typo of a path or an asset name stays local.
+- a hub dataset id: `OWNER/NAME`, `NAME:CONFIG`, `OWNER/NAME:CONFIG`, or a bare `NAME`
+  (`imdb`) that is not a near miss of an asset name. Anything else, a path-like spec or a
+  near miss (`rotten-tomatos`), is a `DataError` ("no such file or folder ...; did you mean
+  ...?"), never a hub request: a typo of a path or an asset name stays local.
 
 `load_splits` walks that order with the task's own row reader (`RowReader`: a raw frame ->
 the task's columns, or a `DataError`), so both tasks' loaders are one function with two
@@ -468,9 +469,10 @@ def source_kind(spec: str, named: dict[str, Callable[[], pd.DataFrame]],
         raise DataError(f"asset {spec!r} is not a dataset of this task; use one of "
                         f"{', '.join(named)}, a file, a folder or a hub dataset")
     suffixes = tuple(FILE_READERS) + tuple(COMPRESSIONS)
+    bare_name = re.fullmatch(r"[A-Za-z0-9][\w.-]*", spec) and Path(spec).suffix not in suffixes
     if assets.looks_like_hub_id(spec, allow_config=True, file_suffixes=suffixes) or (
-            dataset_config and re.fullmatch(r"[A-Za-z0-9][\w.-]*", spec)):
-        return "hub"
+            bare_name and (dataset_config or not assets.did_you_mean(spec, named))):
+        return "hub"  # a bare NAME (imdb) too, unless it is a near miss of an asset name
     raise DataError(f"no such file or folder {spec!r}, and no dataset asset of that name"
                     f"{assets.did_you_mean(spec, named)} (assets of this task: "
                     f"{', '.join(named)}; a hub dataset is OWNER/NAME or NAME:CONFIG)")

@@ -10,6 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # runs a model: the full tier, not the inner loop
 def test_gpu_script_smoke_runs_on_cpu(tmp_path):
     result = subprocess.run([sys.executable, "benchmarks/bench_gpu.py", "--smoke"], cwd=ROOT,
                             env={"OUT": str(tmp_path), "PATH": "/usr/bin:/bin"},

@@ -276,14 +276,14 @@ def test_typos_never_go_to_the_hub(tmp_path, monkeypatch):
     with pytest.raises(DataError, match=f"did you mean {tmp_path}/reviews.csv\\?"):
         data.load_data(str(tmp_path / "reviews.cvs"))
     monkeypatch.chdir(tmp_path)
-    for spec in ("imdb", "./reviews", "tmp/x.csv", "reviews.cvs"):
+    for spec in ("rotten_tomatoes", "./reviews", "tmp/x.csv", "reviews.cvs"):
         with pytest.raises(DataError, match="no such file or folder"):
             data.load_data(spec)
     assert asked == []
-    for spec in ("stanfordnlp/imdb", "glue:sst2"):  # hub ids: asked for
+    for spec in ("stanfordnlp/imdb", "glue:sst2", "imdb"):  # hub ids: asked for
         with pytest.raises(DataError):
             data.load_data(spec)
-    assert [a[0] for a in asked] == ["stanfordnlp/imdb", "glue"]
+    assert [a[0] for a in asked] == ["stanfordnlp/imdb", "glue", "imdb"]
     with pytest.raises(ModelSpecError, match="'minilm-l5'; did you mean minilm-l6?"):
         assets.resolve_model("minilm-l5")
 

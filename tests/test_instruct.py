@@ -174,6 +174,7 @@ def test_collator_pads_both_layouts(encoded_train, tokenizer):
     assert (batch["labels"][1, n:] == IGNORE_INDEX).all()
 
 
+@pytest.mark.slow  # runs a model: the full tier, not the inner loop
 def test_attention_stays_within_each_packed_example(encoded_train, tokenizer, model):
     packed = instruct.pack_dataset(encoded_train, 128)
     row = max(packed, key=lambda r: len(r["example_lengths"]))
@@ -217,6 +218,7 @@ def test_lora_trains_only_the_adapters_and_reports_their_share():
     assert few["trainable"] == 30 * 8 * ((576 + 576) + (576 + 192))
 
 
+@pytest.mark.slow  # runs a model: the full tier, not the inner loop
 def test_save_final_merges_lora_into_a_plain_model(tmp_path, tokenizer):
     from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
 

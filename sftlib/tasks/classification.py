@@ -17,7 +17,6 @@ from typing import Any
 
 import datasets
 import numpy as np
-import pandas as pd
 import torch
 from sklearn.metrics import accuracy_score, f1_score
 from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, set_seed
@@ -74,11 +73,8 @@ class ClassificationTask:
     token_averaged_loss = False
     compute_metrics = staticmethod(compute_metrics)
 
-    def load_data(self, cfg: Any) -> datasets.DatasetDict:
-        return data.load_from_config(cfg)
-
-    def load_pool(self, cfg: Any) -> pd.DataFrame | None:
-        return data.load_pool_from_config(cfg)
+    load_data = staticmethod(data.load_from_config)
+    load_pool = staticmethod(data.load_pool_from_config)
 
     def preflight(self, cfg: Any, log: Log,
                   dataset: datasets.DatasetDict | None = None) -> dict[str, Any]:

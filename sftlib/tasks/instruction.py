@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import datasets
-import pandas as pd
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, set_seed
 
@@ -139,11 +138,8 @@ class InstructionTask:
     token_averaged_loss = True
     compute_metrics = None  # loss only: logits of a whole split over a 49k vocabulary are GBs
 
-    def load_data(self, cfg: Any) -> datasets.DatasetDict:
-        return instruction_data.load_from_config(cfg)
-
-    def load_pool(self, cfg: Any) -> pd.DataFrame | None:
-        return instruction_data.load_pool_from_config(cfg)
+    load_data = staticmethod(instruction_data.load_from_config)
+    load_pool = staticmethod(instruction_data.load_pool_from_config)
 
     def preflight(self, cfg: Any, log: Log,
                   dataset: datasets.DatasetDict | None = None) -> dict[str, Any]:
