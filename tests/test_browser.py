@@ -32,8 +32,8 @@ SOURCE = ROOT / "notebooks" / "classification" / "03_fine_tuning.ipynb"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # Redraws are throttled to a share of training time (plot_max_share, 1.5% by default, about
 # one redraw per 25 s here); the test allows 25% so that a short run shows many redraws.
-TRAINING = {"train_subset": 800, "eval_subset": 64, "max_steps": 100, "batch_size": 8,
-            "logging_steps": 2, "eval_strategy": "steps", "eval_steps": 50, "max_length": 64,
+TRAINING = {"train_subset": 400, "eval_subset": 32, "max_steps": 40, "batch_size": 8,
+            "logging_steps": 2, "eval_strategy": "steps", "eval_steps": 20, "max_length": 64,
             "plot_interval_s": 0.5, "plot_max_share": 0.25}
 DEADLINE_S = 1200  # generous: shared CI machines are slow and noisy
 

@@ -45,8 +45,10 @@ def test_export_never_overwrites_other_folders(tiny_run, tmp_path):
     with pytest.raises(FileExistsError, match="not an earlier export"):
         deploy.export(tiny_run / "model", target, replace=True)
     assert (target / "notes.txt").read_text() == "mine"
-    with pytest.raises(FileNotFoundError, match="no such model folder"):
+    with pytest.raises(FileNotFoundError, match="no trained model here yet. Run notebook 03"):
         deploy.Predictor(tmp_path / "missing")
+    with pytest.raises(FileNotFoundError, match="is a run folder, not a model; use .*export"):
+        deploy.Predictor(tiny_run)
 
 
 def test_cli_predict_texts_and_file(tiny_run, tmp_path):

@@ -2,6 +2,7 @@
 end to end by papermill."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -144,25 +145,31 @@ def test_runs_never_overwrite_each_other(tiny_config, tmp_path):
 
 @pytest.mark.slow
 def test_failing_notebook_names_notebook_and_cell_and_keeps_report(tmp_path):
-    not_a_model = tmp_path / "not-a-model"
-    not_a_model.mkdir()
-    (not_a_model / "README.txt").write_text("no weights here")
+    """A model folder that passes the checks before the run (config, vocabulary, a weights
+    file) but whose weights are damaged: notebooks 01 and 02 run, 03 fails loading it."""
+    from sftlib import assets
+
+    damaged = tmp_path / "damaged-model"
+    shutil.copytree(assets.resolve_model("minilm-l6"), damaged)
+    (damaged / "model.safetensors").write_bytes(b"not safetensors")
     reports = tmp_path / "reports"
     result = subprocess.run(
-        [sys.executable, "-m", "sftlib", "run", "--notebooks", "01", "02",
-         "--reports-dir", str(reports), "--set", f"model={not_a_model}",
+        [sys.executable, "-m", "sftlib", "run", "--notebooks", "01", "02", "03",
+         "--reports-dir", str(reports), "--set", f"model={damaged}",
          "--set", "train_subset=50", "--set", "eval_subset=20"],
         capture_output=True, text=True, cwd=ROOT)
-    assert result.returncode == 1
-    assert "notebook 02_tokenization failed in code cell" in result.stderr
+    assert result.returncode == 1, result.stderr
+    assert "notebook 03_fine_tuning failed in code cell" in result.stderr
     terminal = result.stdout + result.stderr  # what the user needs, not the kernels' logs
     assert "Kernel is running over TCP" not in terminal and "Alternative text" not in terminal
     run_dir = next(reports.iterdir())
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["status"] == "failed"
-    assert manifest["notebooks"]["01_data_inspection"]["status"] == "ok"
-    assert (run_dir / "notebooks" / "02_tokenization.ipynb").is_file()
-    assert (run_dir / "html" / "02_tokenization.html").is_file()
+    assert manifest["notebooks"]["02_tokenization"]["status"] == "ok"
+    assert manifest["notebooks"]["03_fine_tuning"]["status"] == "failed"
+    assert (run_dir / "notebooks" / "03_fine_tuning.ipynb").is_file()
+    assert (run_dir / "html" / "03_fine_tuning.html").is_file()
+    assert (run_dir / "index.html").is_file()
 
 
 def test_bad_input_fails_before_any_notebook(tmp_path):
