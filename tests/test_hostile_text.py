@@ -224,9 +224,10 @@ def test_no_hostile_string_runs_in_any_page_of_the_report(hostile_report):
 @pytest.mark.slow
 def test_hostile_strings_are_shown_as_text(hostile_report):
     pages = report_pages(hostile_report)
-    for name in ("01_data_inspection", "04_error_analysis"):
+    # 04 of the instruction run shows eval_generations (2) prompts, each with one of them
+    for name, at_least in (("01_data_inspection", 3), ("04_error_analysis", 2)):
         seen = shown_text(pages[f"html/{name}.html"])
-        assert sum(h in seen for h in HOSTILE) >= 3, name
+        assert sum(h in seen for h in HOSTILE) >= at_least, name
 
 
 @pytest.mark.slow
