@@ -26,6 +26,7 @@ import json
 import logging
 import math
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ from transformers import (
 
 from sftlib import schedules, tokens
 from sftlib.config import RunConfig
+from sftlib.report import write_json_atomic
 from sftlib.tasks import get_task
 
 log = logging.getLogger("sftlib.train")
@@ -220,23 +222,55 @@ def resume_checkpoint(checkpoint_dir: str | Path, resume: bool) -> str | None:
     return str(found[0])
 
 
+# What a training stage writes into its run folder. Moved aside whole by a fresh run:
+TRAINING_OUTPUTS = ("checkpoints", "model", "metrics.jsonl", "figures/training.png",
+                    "figures/lr_schedules.png")  # notebook 03 draws the schedule it trains
+# ...and its sections of metrics.json, which also holds sections of other stages (notebooks
+# 01 / 02 of the current run write "data", "tokens"): that file is copied, never moved.
+TRAINING_SECTIONS = ("before_training", "training", "validation", "test")
+
+
 def archive_previous_run(output_dir: str | Path, log_fn=print) -> Path | None:
-    """A fresh (not resumed) run in a folder that already holds training outputs moves
-    them to previous-<time>/ and says so: nothing is overwritten silently."""
+    """A fresh (not resumed) run in a folder that already holds training outputs keeps
+    them in previous-<time>/ and says so in one line: nothing is overwritten.
+
+    `TRAINING_OUTPUTS` are moved there (same relative paths); metrics.json is copied there
+    whole and the training sections are removed from the folder's own, so they are never
+    read as the new run's. Other stages' files (tables, notebook figures) are left alone.
+    """
     from datetime import datetime
 
     output_dir = Path(output_dir)
-    existing = [output_dir / name for name in ("checkpoints", "metrics.jsonl", "model")
-                if (output_dir / name).exists()]
-    if not existing:
+    moving = [name for name in TRAINING_OUTPUTS if (output_dir / name).exists()]
+    sections = _training_sections(output_dir / "metrics.json")
+    if not moving and not sections:
         return None
     archive = output_dir / f"previous-{datetime.now().strftime('%Y%m%d-%H%M%S-%f')}"
     archive.mkdir(parents=True)
-    for path in existing:
-        path.rename(archive / path.name)
-    log_fn(f"[train] {output_dir} held an earlier run; moved "
-           f"{', '.join(p.name for p in existing)} to {archive}")
+    for name in moving:
+        (archive / name).parent.mkdir(parents=True, exist_ok=True)
+        (output_dir / name).rename(archive / name)
+    done = [f"moved {', '.join(moving)}"] if moving else []
+    if sections:
+        _archive_metrics_json(output_dir / "metrics.json", archive / "metrics.json", sections)
+        done.append(f"copied metrics.json (its {', '.join(sections)} sections removed here)")
+    log_fn(f"[train] {output_dir} held an earlier run, kept in {archive}: {'; '.join(done)}")
     return archive
+
+
+def _training_sections(metrics_path: Path) -> list[str]:
+    """The training stage's sections present in a metrics.json (none if there is none)."""
+    if not metrics_path.is_file():
+        return []
+    metrics = json.loads(metrics_path.read_text())
+    return [name for name in TRAINING_SECTIONS if name in metrics]
+
+
+def _archive_metrics_json(metrics_path: Path, archive_path: Path, sections: list[str]) -> None:
+    """Copy metrics.json whole to the archive, then drop `sections` from the original."""
+    shutil.copy2(metrics_path, archive_path)
+    metrics = json.loads(metrics_path.read_text())
+    write_json_atomic(metrics_path, {k: v for k, v in metrics.items() if k not in sections})
 
 
 def check_resume_config(checkpoint: str | None, cfg: RunConfig) -> None:

@@ -49,11 +49,33 @@ def test_hardware_is_chosen_and_described():
 def test_fresh_run_archives_what_an_earlier_run_left(tmp_path):
     (tmp_path / "checkpoints" / "checkpoint-4").mkdir(parents=True)
     (tmp_path / "metrics.jsonl").write_text('{"step": 1}\n')
-    archive = train.archive_previous_run(tmp_path, log_fn=lambda _m: None)
+    (tmp_path / "figures").mkdir()
+    (tmp_path / "figures" / "training.png").write_bytes(b"earlier curves")
+    (tmp_path / "figures" / "label_balance.png").write_bytes(b"notebook 01's, this run")
+    earlier = {"data": {"rows": 10}, "training": {"steps": 4}, "validation": {"loss": 0.5},
+               "test": {"loss": 0.6}}
+    (tmp_path / "metrics.json").write_text(json.dumps(earlier))
+    lines = []
+    archive = train.archive_previous_run(tmp_path, log_fn=lines.append)
+
     assert (archive / "checkpoints" / "checkpoint-4").is_dir()
     assert (archive / "metrics.jsonl").read_text() == '{"step": 1}\n'
+    assert (archive / "figures" / "training.png").read_bytes() == b"earlier curves"
+    assert json.loads((archive / "metrics.json").read_text()) == earlier  # copied whole
+    # the folder keeps what the current run's earlier stages wrote, and nothing of training
+    assert _metrics(tmp_path) == {"data": {"rows": 10}}
+    assert (tmp_path / "figures" / "label_balance.png").is_file()
     assert not (tmp_path / "checkpoints").exists()
+    assert not (tmp_path / "figures" / "training.png").exists()
+    assert len(lines) == 1 and str(archive) in lines[0]
+    assert "figures/training.png" in lines[0] and "copied metrics.json" in lines[0]
+    assert train.archive_previous_run(tmp_path, log_fn=lines.append) is None
+
+
+def test_metrics_json_of_other_stages_alone_is_not_an_earlier_run(tmp_path):
+    (tmp_path / "metrics.json").write_text(json.dumps({"data": {"rows": 10}}))
     assert train.archive_previous_run(tmp_path, log_fn=lambda _m: None) is None
+    assert _metrics(tmp_path) == {"data": {"rows": 10}}
 
 
 @pytest.mark.slow
