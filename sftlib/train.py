@@ -41,6 +41,7 @@ from transformers import (
     TrainerCallback,
     TrainingArguments,
 )
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from sftlib import schedules, tokens
 from sftlib.config import RunConfig
@@ -139,6 +140,8 @@ def training_arguments(cfg: RunConfig, output_dir: str | Path, hardware: Hardwar
         average_tokens_across_devices=get_task(cfg.task).token_averaged_loss,
         seed=cfg.seed,
         full_determinism=cfg.deterministic,
+        # a resumed run's early stopping goes on counting evaluations without improvement
+        restore_callback_states_from_checkpoint=True,
         report_to="none",
         disable_tqdm=True,  # the live plot is the progress display
         dataloader_num_workers=0,
@@ -148,14 +151,61 @@ def training_arguments(cfg: RunConfig, output_dir: str | Path, hardware: Hardwar
     )
 
 
+class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
+    """Trainer's length-grouped sampler, shuffled by a generator seeded with seed + epoch.
+
+    Trainer's own draws its shuffle from the global torch RNG when an epoch starts, so a run
+    resumed in the middle of epoch 1 or later shuffles that epoch differently from the
+    uninterrupted run (the RNG is then where `set_seed` left it, not where epoch 0's
+    dropout left it). Seeded per epoch, as accelerate's SeedableRandomSampler does for the
+    "random" strategy, every process and every resume draws the same order; Trainer calls
+    `set_epoch` at each epoch's start (through accelerate's loader, skipped batches too)."""
+
+    def __init__(self, batch_size: int, lengths: list[int], seed: int) -> None:
+        super().__init__(batch_size, lengths=lengths)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        self.generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return super().__iter__()
+
+
+LOSS_STATE_FILENAME = "loss_state_{process}.json"
+
+
 class WorkbenchTrainer(Trainer):
     """Trainer whose scheduler is `sftlib.schedules`, whose logs carry the task's derived
-    values, and whose checkpoints hold the config."""
+    values, whose checkpoints hold the config, and whose resumed runs reproduce the
+    uninterrupted one (every logged value and metric but the timings, on a deterministic
+    device; tests/test_resume.py kills runs to check it). For that it adds to Trainer:
+
+    - the length-grouped shuffle seeded per epoch (`EpochSeededLengthGroupedSampler`);
+    - the loss sums in each checkpoint (`loss_state_<process>.json`): Trainer starts them at
+      zero on resume, so the first logged loss after a checkpoint between two logging steps
+      and the final `train_loss` covered only part of the steps;
+    - `train_loss` (Trainer's closing record, `TrainOutput`) is the mean over all the run's
+      steps, not over the resumed call's;
+    - a run resumed from its last checkpoint (killed before the model was saved) takes no
+      more steps; Trainer took one past `max_steps` when they end inside an epoch;
+    - the best checkpoint is found again by its step in the run folder, so a moved folder
+      keeps it.
+
+    These touch Trainer internals of transformers 5 (`_init_training_state`, the loss sums
+    `_total_loss_scalar`, `_tr_loss`, `_globalstep_last_logged`); the resume tests fail
+    loudly if a release changes them. Exact only in one process: under torchrun a process
+    killed before writing its loss state resumes with Trainer's zeroed sums."""
 
     def __init__(self, *args: Any, run_config: RunConfig, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.run_config = run_config
         self.task = get_task(run_config.task)
+        self._carried_loss: dict[str, float] | None = None
+        self._loss_sums_cover_the_run = True  # False: resumed from a checkpoint without them
+        self.add_callback(_ContinueLossSums(self))
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         if self.lr_scheduler is None:
@@ -164,16 +214,90 @@ class WorkbenchTrainer(Trainer):
             self._created_lr_scheduler = True
         return self.lr_scheduler
 
+    def _get_train_sampler(self, train_dataset=None):
+        sampler = super()._get_train_sampler(train_dataset)
+        if type(sampler) is LengthGroupedSampler:
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            return EpochSeededLengthGroupedSampler(sampler.batch_size, sampler.lengths, seed)
+        return sampler
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any,
+              **kwargs: Any):
+        """Trainer.train; `resume_from_checkpoint=True` means the last *complete* one."""
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = resume_checkpoint(self.args.output_dir, True)
+        self._carried_loss = (_read_loss_state(resume_from_checkpoint, self.args.process_index)
+                              if resume_from_checkpoint else None)
+        self._loss_sums_cover_the_run = not resume_from_checkpoint or bool(self._carried_loss)
+        output = super().train(resume_from_checkpoint, *args, **kwargs)
+        # `log` has made the closing record's train_loss, this same dict, the run's mean
+        return output._replace(training_loss=output.metrics["train_loss"])
+
+    def _init_training_state(self, max_steps, num_update_steps_per_epoch, num_train_epochs,
+                             resume_from_checkpoint, trial):
+        epochs_trained, batches_to_skip = super()._init_training_state(
+            max_steps, num_update_steps_per_epoch, num_train_epochs, resume_from_checkpoint,
+            trial)
+        self._find_best_checkpoint_here()
+        if resume_from_checkpoint is not None and self.state.global_step >= max_steps:
+            return num_train_epochs, 0  # every step is done: no epoch left to run
+        return epochs_trained, batches_to_skip
+
+    def _find_best_checkpoint_here(self) -> None:
+        """The resumed state names its best checkpoint by path; a run folder moved since
+        would lose it (Trainer drops a path that is gone), so look it up by step here."""
+        if self.state.best_global_step:
+            here = Path(self.args.output_dir) / f"checkpoint-{self.state.best_global_step}"
+            if here.is_dir():
+                self.state.best_model_checkpoint = str(here)
+
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         self.task.add_log_metrics(logs)
+        if "train_loss" in logs and self._loss_sums_cover_the_run:
+            # the closing record: Trainer's mean is over this train() call's steps only
+            logs["train_loss"] = self._total_loss_scalar / max(self.state.global_step, 1)
         super().log(logs, *args, **kwargs)
 
     def _save_checkpoint(self, model, trial):
         super()._save_checkpoint(model, trial)
-        if self.args.should_save:  # rank 0 only
-            folder = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
-            if folder.is_dir():
-                self.run_config.save(folder / CONFIG_FILENAME)
+        folder = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
+        if not folder.is_dir():
+            return
+        self._save_loss_state(folder)
+        if self.args.should_save:  # rank 0 only; written last: it marks the folder complete
+            self.run_config.save(folder / CONFIG_FILENAME)
+
+    def _save_loss_state(self, folder: Path) -> None:
+        """This process's loss sums, as Trainer holds them between two logging steps."""
+        state = {"total": self._total_loss_scalar, "since_last_log": self._tr_loss.item(),
+                 "last_logged_step": self._globalstep_last_logged}
+        path = folder / LOSS_STATE_FILENAME.format(process=self.args.process_index)
+        path.write_text(json.dumps(state) + "\n")
+
+    def restore_loss_sums(self) -> None:
+        """Put the resumed checkpoint's loss sums back (Trainer has just zeroed them)."""
+        if self._carried_loss is None:
+            return
+        self._total_loss_scalar = self._carried_loss["total"]
+        self._tr_loss.fill_(self._carried_loss["since_last_log"])  # float32 to float32: exact
+        self._globalstep_last_logged = self._carried_loss["last_logged_step"]
+
+
+def _read_loss_state(checkpoint: str | Path, process: int) -> dict[str, float] | None:
+    """A checkpoint's loss sums for one process; None for checkpoints written without."""
+    path = Path(checkpoint) / LOSS_STATE_FILENAME.format(process=process)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+class _ContinueLossSums(TrainerCallback):
+    """Trainer zeroes its loss sums right before `on_train_begin`: that is when a resumed
+    run's are put back."""
+
+    def __init__(self, trainer: WorkbenchTrainer) -> None:
+        self.trainer = trainer
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.trainer.restore_loss_sums()
 
 
 def build_trainer(cfg: RunConfig, model, tokenizer: PreTrainedTokenizerBase,
