@@ -5,7 +5,10 @@ chooses settings and adds what Trainer lacks:
 - the seed tutorial's schedules (`sftlib.schedules`) via `create_scheduler`;
 - device, precision and attention chosen automatically, with one log line saying what
   was chosen (`Hardware.describe`);
-- the RunConfig saved into every checkpoint folder, so each artifact carries its manifest.
+- the RunConfig saved into every checkpoint folder, so each artifact carries its manifest;
+- resumed runs that end where uninterrupted ones end (`WorkbenchTrainer` says what Trainer
+  lacks for that), earlier runs in the same folder kept (`archive_previous_run`), a full
+  disk named in one line (`DiskFullError`).
 
 Performance defaults, each measured in `benchmarks/` (figures in `reports/benchmarks/`):
 dynamic padding (the task's collator pads each batch to its longest example), length-grouped
@@ -22,17 +25,20 @@ Not supported: custom training loops (Trainer's is used), training several model
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
 import os
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import datasets
 import torch
+from safetensors import SafetensorError
 from transformers import (
     EarlyStoppingCallback,
     PreTrainedTokenizerBase,
@@ -259,13 +265,14 @@ class WorkbenchTrainer(Trainer):
         super().log(logs, *args, **kwargs)
 
     def _save_checkpoint(self, model, trial):
-        super()._save_checkpoint(model, trial)
         folder = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
-        if not folder.is_dir():
-            return
-        self._save_loss_state(folder)
-        if self.args.should_save:  # rank 0 only; written last: it marks the folder complete
-            self.run_config.save(folder / CONFIG_FILENAME)
+        with naming_a_full_disk(folder):
+            super()._save_checkpoint(model, trial)
+            if not folder.is_dir():
+                return
+            self._save_loss_state(folder)
+            if self.args.should_save:  # rank 0 only; written last: it marks the folder complete
+                self.run_config.save(folder / CONFIG_FILENAME)
 
     def _save_loss_state(self, folder: Path) -> None:
         """This process's loss sums, as Trainer holds them between two logging steps."""
@@ -414,12 +421,78 @@ def check_resume_config(checkpoint: str | None, cfg: RunConfig) -> None:
 
 def save_final(trainer: Trainer, cfg: RunConfig, folder: str | Path) -> Path:
     """Model + tokenizer + RunConfig in one folder that `from_pretrained` loads (how the
-    model is written is the task's: LoRA runs are saved merged)."""
+    model is written is the task's: LoRA runs are saved merged). A full disk is a
+    `DiskFullError` naming the folder."""
     folder = Path(folder)
-    get_task(cfg.task).save_model(trainer, folder)
-    if trainer.args.should_save:
-        cfg.save(folder / CONFIG_FILENAME)
+    with naming_a_full_disk(folder):
+        get_task(cfg.task).save_model(trainer, folder)
+        if trainer.args.should_save:
+            cfg.save(folder / CONFIG_FILENAME)
     return folder
+
+
+class DiskFullError(OSError):
+    """Writing `path` failed because its filesystem is full; str() is the one line to show:
+    `no space left on DEVICE while writing PATH`."""
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__(errno.ENOSPC, f"no space left on {_filesystem_of(Path(path))} "
+                         f"while writing {path}", str(path))
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+@contextmanager
+def naming_a_full_disk(path: str | Path):
+    """Saving into `path`: an error that says the disk is full becomes a `DiskFullError`
+    naming `path` (or the file the error names); other errors pass unchanged."""
+    try:
+        yield
+    except DiskFullError:
+        raise  # already names what was being written, more precisely than `path`
+    except (OSError, RuntimeError, SafetensorError) as error:
+        if not is_disk_full(error, Path(path)):
+            raise
+        raise DiskFullError(getattr(error, "filename", None) or path) from error
+
+
+def is_disk_full(error: BaseException, path: Path) -> bool:
+    """An error from writing under `path` that comes from a full filesystem.
+
+    Supported: OSError with errno ENOSPC; safetensors' error, whose text carries the Rust
+    io error ("No space left on device", os error 28); torch.save's RuntimeError, which
+    carries no errno ("file write failed", "unexpected pos"), counted as disk-full only when
+    the filesystem under `path` has no space left now. Not supported: quotas (EDQUOT)."""
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        return True
+    text = str(error)
+    if "No space left on device" in text or "os error 28" in text:
+        return True
+    return isinstance(error, RuntimeError) and _free_bytes(path) == 0
+
+
+def _free_bytes(path: Path) -> int | None:
+    """Bytes a non-root writer can still use on the filesystem holding `path`."""
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    try:
+        return shutil.disk_usage(existing).free if existing else None
+    except OSError:
+        return None
+
+
+def _filesystem_of(path: Path) -> str:
+    """The device and mount point holding `path` ("/dev/vda1 (/)", from /proc/mounts on
+    Linux), or the mount point alone where the device is unknown."""
+    mount = path.absolute()
+    while not os.path.ismount(mount) and mount != mount.parent:
+        mount = mount.parent
+    try:
+        mounts = [line.split()[:2] for line in Path("/proc/mounts").read_text().splitlines()]
+    except OSError:
+        mounts = []
+    devices = {point: device for device, point in mounts}
+    return f"{devices[str(mount)]} ({mount})" if str(mount) in devices else str(mount)
 
 
 # one call per stage: what notebook 03 and `sftlib train` both use ---------------------

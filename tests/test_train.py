@@ -1,11 +1,12 @@
 """Training engine: earlier runs kept, resume refuses a changed config, torchrun with 2
-processes (kill-and-resume: test_resume.py)."""
+processes, a full disk is one line (kill-and-resume: test_resume.py)."""
 
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -165,3 +166,61 @@ def test_weight_decay_skips_biases_and_layernorm(tmp_path):
     assert "bert.encoder.layer.0.output.LayerNorm.weight" in plain
     assert not any("bias" in n or "LayerNorm" in n for n in decayed)
 
+
+# a disk that fills up while a checkpoint or the model is written -------------------------
+SAFETENSORS_DISK_FULL = ('Error while serializing: IoError(Os { code: 28, kind: StorageFull, '
+                         'message: "No space left on device" })')
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("writing", ["checkpoint", "model"])
+def test_a_full_disk_while_saving_is_one_line_and_exit_1(tmp_path, monkeypatch, capsys,
+                                                         writing):
+    """Saving a checkpoint raises OSError ENOSPC; saving the model, safetensors' error."""
+    import errno
+
+    from safetensors import SafetensorError
+    from transformers import Trainer
+
+    from sftlib.__main__ import main
+
+    save_model = Trainer.save_model
+
+    def full_disk(self, output_dir=None, _internal_call=False):
+        if writing == "checkpoint":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        if not _internal_call:  # not a checkpoint's weights: the final model's
+            raise SafetensorError(SAFETENSORS_DISK_FULL)
+        save_model(self, output_dir, _internal_call)
+
+    monkeypatch.setattr(Trainer, "save_model", full_disk)
+    settings = {**SMOKE, "max_steps": 1, "eval_steps": 1, "train_subset": 16,
+                "eval_subset": 8}
+    args = [arg for key, value in settings.items() for arg in ("--set", f"{key}={value}")]
+    assert main(["train", *args, "--output-dir", str(tmp_path)]) == 1
+
+    folder = tmp_path / ("checkpoints/checkpoint-1" if writing == "checkpoint" else "model")
+    message = f"sftlib: no space left on {train._filesystem_of(tmp_path)} while writing {folder}"
+    stderr = capsys.readouterr().err  # besides progress bars of loading and tokenizing
+    assert stderr.endswith(f"\n{message}\n") and "Traceback" not in stderr
+    assert [line for line in stderr.splitlines() if "sftlib" in line] == [message]
+
+
+def test_only_errors_of_a_full_disk_are_named_so(tmp_path, monkeypatch):
+    import errno
+
+    from safetensors import SafetensorError
+
+    assert train.is_disk_full(OSError(errno.ENOSPC, "No space left on device"), tmp_path)
+    assert train.is_disk_full(SafetensorError(SAFETENSORS_DISK_FULL), tmp_path)
+    assert not train.is_disk_full(OSError(errno.EACCES, "Permission denied"), tmp_path)
+    torch_save_failed = RuntimeError("[enforce fail at inline_container.cc:672] . "
+                                     "unexpected pos 704 vs 598")  # torch.save: no errno
+    assert not train.is_disk_full(torch_save_failed, tmp_path)
+    monkeypatch.setattr(train.shutil, "disk_usage", lambda _path: SimpleNamespace(free=0))
+    assert train.is_disk_full(torch_save_failed, tmp_path / "checkpoint-1")
+    with pytest.raises(PermissionError), train.naming_a_full_disk(tmp_path):
+        raise PermissionError(errno.EACCES, "Permission denied")
+    with pytest.raises(train.DiskFullError, match=f"while writing {tmp_path}$"), \
+            train.naming_a_full_disk(tmp_path):
+        raise SafetensorError(SAFETENSORS_DISK_FULL)
