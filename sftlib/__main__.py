@@ -221,14 +221,22 @@ def cmd_train(args: argparse.Namespace) -> int:
     report = Report(cfg.output_dir)
     checkpoint = train.resume_checkpoint(report.dir / "checkpoints", args.resume)
     train.check_resume_config(checkpoint, cfg)
-    run = train.prepare_training(cfg, report.dir, notebook=False, resume=args.resume)
-    output = run.trainer.train(resume_from_checkpoint=checkpoint)
-    scores = train.evaluate_splits(run)
-    train.save_final(run.trainer, cfg, report.model_dir)
+    try:
+        # checkpoints and the model name their own folder; the log, figure and metrics.json
+        # are in the run folder
+        with train.naming_a_full_disk(report.dir):
+            run = train.prepare_training(cfg, report.dir, notebook=False, resume=args.resume)
+            output = run.trainer.train(resume_from_checkpoint=checkpoint)
+            scores = train.evaluate_splits(run)
+            train.save_final(run.trainer, cfg, report.model_dir)
+            if run.trainer.is_world_process_zero():
+                report.metrics("training", train.training_summary(run, output))
+                for split, values in scores.items():
+                    report.metrics(split, values)
+    except train.DiskFullError as error:
+        print(f"sftlib: {error}", file=sys.stderr)
+        return 1
     if run.trainer.is_world_process_zero():
-        report.metrics("training", train.training_summary(run, output))
-        for split, values in scores.items():
-            report.metrics(split, values)
         print(json.dumps({"output_dir": str(report.dir), **scores}, indent=2))
     return 0
 

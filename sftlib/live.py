@@ -54,10 +54,30 @@ def headless() -> bool:
     return os.environ.get(HEADLESS_ENV) == "1"
 
 
+def read_records(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a metrics.jsonl file, in order (empty lines skipped).
+
+    A last line that does not decode is skipped: the writing process was killed halfway
+    through it (a resumed run rewrites it). An undecodable line anywhere else is a
+    ValueError naming the file and the line: the log was damaged some other way, and
+    skipping it would hide lost records."""
+    lines = [(number, line) for number, line
+             in enumerate(Path(path).read_bytes().split(b"\n"), start=1) if line.strip()]
+    records = []
+    for position, (number, line) in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except ValueError as error:  # JSONDecodeError and UnicodeDecodeError
+            if position == len(lines) - 1:
+                break
+            raise ValueError(f"{path}, line {number}: not a JSON record ({error}); the "
+                             "training log is damaged there") from None
+    return records
+
+
 def read_metrics(path: str | Path) -> pd.DataFrame:
-    """A metrics.jsonl file as a DataFrame (rows: log records in order)."""
-    with open(path) as handle:
-        return pd.DataFrame([json.loads(line) for line in handle if line.strip()])
+    """A metrics.jsonl file as a DataFrame (rows: log records in order, see read_records)."""
+    return pd.DataFrame(read_records(path))
 
 
 def ema(values: pd.Series, weight: float = SMOOTHING) -> pd.Series:
@@ -202,15 +222,18 @@ class LivePlotCallback(TrainerCallback):
             fig.savefig(self.figure_path, dpi=110)
 
     def _keep_records_up_to(self, step: int) -> None:
-        """A resumed run continues the log from its checkpoint's step: records a killed
-        process wrote after that step are dropped (they are about to be redone)."""
+        """A resumed run continues the log from its checkpoint's step: what a killed process
+        wrote after the checkpoint is dropped (it is about to be redone), and so is a
+        half-written last line. At the checkpoint's own step the training-loop records
+        (training loss, evaluation) were logged before the checkpoint and stay; the closing
+        ones (Trainer's summary, the final evaluations) were logged after it and go."""
         if not self.metrics_path.is_file() or step == 0:
             self.metrics_path.write_text("")
             return
-        kept = [line for line in self.metrics_path.read_text().splitlines()
-                if line.strip() and json.loads(line)["step"] <= step]
-        self.metrics_path.write_text("".join(line + "\n" for line in kept))
-        self.records = [json.loads(line) for line in kept]
+        self.records = [record for record in read_records(self.metrics_path)
+                        if record["step"] < step
+                        or (record["step"] == step and _training_loop_record(record))]
+        self.metrics_path.write_text("".join(json.dumps(r) + "\n" for r in self.records))
 
     # drawing ----------------------------------------------------------------------------
     def frame(self) -> pd.DataFrame:
@@ -239,6 +262,12 @@ class LivePlotCallback(TrainerCallback):
     def plot_share(self) -> float:
         """Share of training wall time spent drawing (the throttle keeps it small)."""
         return self.plot_seconds / self.train_seconds if self.train_seconds else 0.0
+
+
+def _training_loop_record(record: dict[str, Any]) -> bool:
+    """A training-loss or evaluation record (Trainer logs both before it saves a checkpoint
+    at that step), not a closing one."""
+    return "loss" in record or "eval_loss" in record
 
 
 def _text_line(record: dict[str, Any], metric: str) -> str:

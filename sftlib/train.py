@@ -5,7 +5,10 @@ chooses settings and adds what Trainer lacks:
 - the seed tutorial's schedules (`sftlib.schedules`) via `create_scheduler`;
 - device, precision and attention chosen automatically, with one log line saying what
   was chosen (`Hardware.describe`);
-- the RunConfig saved into every checkpoint folder, so each artifact carries its manifest.
+- the RunConfig saved into every checkpoint folder, so each artifact carries its manifest;
+- resumed runs that end where uninterrupted ones end (`WorkbenchTrainer` says what Trainer
+  lacks for that), earlier runs in the same folder kept (`archive_previous_run`), a full
+  disk named in one line (`DiskFullError`).
 
 Performance defaults, each measured in `benchmarks/` (figures in `reports/benchmarks/`):
 dynamic padding (the task's collator pads each batch to its longest example), length-grouped
@@ -22,16 +25,20 @@ Not supported: custom training loops (Trainer's is used), training several model
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
 import os
+import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import datasets
 import torch
+from safetensors import SafetensorError
 from transformers import (
     EarlyStoppingCallback,
     PreTrainedTokenizerBase,
@@ -40,10 +47,12 @@ from transformers import (
     TrainerCallback,
     TrainingArguments,
 )
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from sftlib import schedules, tokens
 from sftlib.config import RunConfig
 from sftlib.filemodes import match_umask
+from sftlib.report import write_json_atomic
 from sftlib.tasks import get_task
 
 log = logging.getLogger("sftlib.train")
@@ -138,6 +147,8 @@ def training_arguments(cfg: RunConfig, output_dir: str | Path, hardware: Hardwar
         average_tokens_across_devices=get_task(cfg.task).token_averaged_loss,
         seed=cfg.seed,
         full_determinism=cfg.deterministic,
+        # a resumed run's early stopping goes on counting evaluations without improvement
+        restore_callback_states_from_checkpoint=True,
         report_to="none",
         disable_tqdm=True,  # the live plot is the progress display
         dataloader_num_workers=0,
@@ -147,14 +158,61 @@ def training_arguments(cfg: RunConfig, output_dir: str | Path, hardware: Hardwar
     )
 
 
+class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
+    """Trainer's length-grouped sampler, shuffled by a generator seeded with seed + epoch.
+
+    Trainer's own draws its shuffle from the global torch RNG when an epoch starts, so a run
+    resumed in the middle of epoch 1 or later shuffles that epoch differently from the
+    uninterrupted run (the RNG is then where `set_seed` left it, not where epoch 0's
+    dropout left it). Seeded per epoch, as accelerate's SeedableRandomSampler does for the
+    "random" strategy, every process and every resume draws the same order; Trainer calls
+    `set_epoch` at each epoch's start (through accelerate's loader, skipped batches too)."""
+
+    def __init__(self, batch_size: int, lengths: list[int], seed: int) -> None:
+        super().__init__(batch_size, lengths=lengths)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        self.generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return super().__iter__()
+
+
+LOSS_STATE_FILENAME = "loss_state_{process}.json"
+
+
 class WorkbenchTrainer(Trainer):
     """Trainer whose scheduler is `sftlib.schedules`, whose logs carry the task's derived
-    values, and whose checkpoints hold the config."""
+    values, whose checkpoints hold the config, and whose resumed runs reproduce the
+    uninterrupted one (every logged value and metric but the timings, on a deterministic
+    device; tests/test_resume.py kills runs to check it). For that it adds to Trainer:
+
+    - the length-grouped shuffle seeded per epoch (`EpochSeededLengthGroupedSampler`);
+    - the loss sums in each checkpoint (`loss_state_<process>.json`): Trainer starts them at
+      zero on resume, so the first logged loss after a checkpoint between two logging steps
+      and the final `train_loss` covered only part of the steps;
+    - `train_loss` (Trainer's closing record, `TrainOutput`) is the mean over all the run's
+      steps, not over the resumed call's;
+    - a run resumed from its last checkpoint (killed before the model was saved) takes no
+      more steps; Trainer took one past `max_steps` when they end inside an epoch;
+    - the best checkpoint is found again by its step in the run folder, so a moved folder
+      keeps it.
+
+    These touch Trainer internals of transformers 5 (`_init_training_state`, the loss sums
+    `_total_loss_scalar`, `_tr_loss`, `_globalstep_last_logged`); the resume tests fail
+    loudly if a release changes them. Exact only in one process: under torchrun a process
+    killed before writing its loss state resumes with Trainer's zeroed sums."""
 
     def __init__(self, *args: Any, run_config: RunConfig, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.run_config = run_config
         self.task = get_task(run_config.task)
+        self._carried_loss: dict[str, float] | None = None
+        self._loss_sums_cover_the_run = True  # False: resumed from a checkpoint without them
+        self.add_callback(_ContinueLossSums(self))
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         if self.lr_scheduler is None:
@@ -163,17 +221,92 @@ class WorkbenchTrainer(Trainer):
             self._created_lr_scheduler = True
         return self.lr_scheduler
 
+    def _get_train_sampler(self, train_dataset=None):
+        sampler = super()._get_train_sampler(train_dataset)
+        if type(sampler) is LengthGroupedSampler:
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            return EpochSeededLengthGroupedSampler(sampler.batch_size, sampler.lengths, seed)
+        return sampler
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any,
+              **kwargs: Any):
+        """Trainer.train; `resume_from_checkpoint=True` means the last *complete* one."""
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = resume_checkpoint(self.args.output_dir, True)
+        self._carried_loss = (_read_loss_state(resume_from_checkpoint, self.args.process_index)
+                              if resume_from_checkpoint else None)
+        self._loss_sums_cover_the_run = not resume_from_checkpoint or bool(self._carried_loss)
+        output = super().train(resume_from_checkpoint, *args, **kwargs)
+        # `log` has made the closing record's train_loss, this same dict, the run's mean
+        return output._replace(training_loss=output.metrics["train_loss"])
+
+    def _init_training_state(self, max_steps, num_update_steps_per_epoch, num_train_epochs,
+                             resume_from_checkpoint, trial):
+        epochs_trained, batches_to_skip = super()._init_training_state(
+            max_steps, num_update_steps_per_epoch, num_train_epochs, resume_from_checkpoint,
+            trial)
+        self._find_best_checkpoint_here()
+        if resume_from_checkpoint is not None and self.state.global_step >= max_steps:
+            return num_train_epochs, 0  # every step is done: no epoch left to run
+        return epochs_trained, batches_to_skip
+
+    def _find_best_checkpoint_here(self) -> None:
+        """The resumed state names its best checkpoint by path; a run folder moved since
+        would lose it (Trainer drops a path that is gone), so look it up by step here."""
+        if self.state.best_global_step:
+            here = Path(self.args.output_dir) / f"checkpoint-{self.state.best_global_step}"
+            if here.is_dir():
+                self.state.best_model_checkpoint = str(here)
+
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         self.task.add_log_metrics(logs)
+        if "train_loss" in logs and self._loss_sums_cover_the_run:
+            # the closing record: Trainer's mean is over this train() call's steps only
+            logs["train_loss"] = self._total_loss_scalar / max(self.state.global_step, 1)
         super().log(logs, *args, **kwargs)
 
     def _save_checkpoint(self, model, trial):
-        super()._save_checkpoint(model, trial)
-        if self.args.should_save:  # rank 0 only
-            folder = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
-            if folder.is_dir():
+        folder = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
+        with naming_a_full_disk(folder):
+            super()._save_checkpoint(model, trial)
+            if not folder.is_dir():
+                return
+            self._save_loss_state(folder)
+            if self.args.should_save:  # rank 0 only; written last: it marks the folder complete
                 self.run_config.save(folder / CONFIG_FILENAME)
                 match_umask(folder)  # safetensors writes 0600 whatever the umask
+
+    def _save_loss_state(self, folder: Path) -> None:
+        """This process's loss sums, as Trainer holds them between two logging steps."""
+        state = {"total": self._total_loss_scalar, "since_last_log": self._tr_loss.item(),
+                 "last_logged_step": self._globalstep_last_logged}
+        path = folder / LOSS_STATE_FILENAME.format(process=self.args.process_index)
+        path.write_text(json.dumps(state) + "\n")
+
+    def restore_loss_sums(self) -> None:
+        """Put the resumed checkpoint's loss sums back (Trainer has just zeroed them)."""
+        if self._carried_loss is None:
+            return
+        self._total_loss_scalar = self._carried_loss["total"]
+        self._tr_loss.fill_(self._carried_loss["since_last_log"])  # float32 to float32: exact
+        self._globalstep_last_logged = self._carried_loss["last_logged_step"]
+
+
+def _read_loss_state(checkpoint: str | Path, process: int) -> dict[str, float] | None:
+    """A checkpoint's loss sums for one process; None for checkpoints written without."""
+    path = Path(checkpoint) / LOSS_STATE_FILENAME.format(process=process)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+class _ContinueLossSums(TrainerCallback):
+    """Trainer zeroes its loss sums right before `on_train_begin`: that is when a resumed
+    run's are put back."""
+
+    def __init__(self, trainer: WorkbenchTrainer) -> None:
+        self.trainer = trainer
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.trainer.restore_loss_sums()
 
 
 def build_trainer(cfg: RunConfig, model, tokenizer: PreTrainedTokenizerBase,
@@ -222,23 +355,55 @@ def resume_checkpoint(checkpoint_dir: str | Path, resume: bool) -> str | None:
     return str(found[0])
 
 
+# What a training stage writes into its run folder. Moved aside whole by a fresh run:
+TRAINING_OUTPUTS = ("checkpoints", "model", "metrics.jsonl", "figures/training.png",
+                    "figures/lr_schedules.png")  # notebook 03 draws the schedule it trains
+# ...and its sections of metrics.json, which also holds sections of other stages (notebooks
+# 01 / 02 of the current run write "data", "tokens"): that file is copied, never moved.
+TRAINING_SECTIONS = ("before_training", "training", "validation", "test")
+
+
 def archive_previous_run(output_dir: str | Path, log_fn=print) -> Path | None:
-    """A fresh (not resumed) run in a folder that already holds training outputs moves
-    them to previous-<time>/ and says so: nothing is overwritten silently."""
+    """A fresh (not resumed) run in a folder that already holds training outputs keeps
+    them in previous-<time>/ and says so in one line: nothing is overwritten.
+
+    `TRAINING_OUTPUTS` are moved there (same relative paths); metrics.json is copied there
+    whole and the training sections are removed from the folder's own, so they are never
+    read as the new run's. Other stages' files (tables, notebook figures) are left alone.
+    """
     from datetime import datetime
 
     output_dir = Path(output_dir)
-    existing = [output_dir / name for name in ("checkpoints", "metrics.jsonl", "model")
-                if (output_dir / name).exists()]
-    if not existing:
+    moving = [name for name in TRAINING_OUTPUTS if (output_dir / name).exists()]
+    sections = _training_sections(output_dir / "metrics.json")
+    if not moving and not sections:
         return None
     archive = output_dir / f"previous-{datetime.now().strftime('%Y%m%d-%H%M%S-%f')}"
     archive.mkdir(parents=True)
-    for path in existing:
-        path.rename(archive / path.name)
-    log_fn(f"[train] {output_dir} held an earlier run; moved "
-           f"{', '.join(p.name for p in existing)} to {archive}")
+    for name in moving:
+        (archive / name).parent.mkdir(parents=True, exist_ok=True)
+        (output_dir / name).rename(archive / name)
+    done = [f"moved {', '.join(moving)}"] if moving else []
+    if sections:
+        _archive_metrics_json(output_dir / "metrics.json", archive / "metrics.json", sections)
+        done.append(f"copied metrics.json (its {', '.join(sections)} sections removed here)")
+    log_fn(f"[train] {output_dir} held an earlier run, kept in {archive}: {'; '.join(done)}")
     return archive
+
+
+def _training_sections(metrics_path: Path) -> list[str]:
+    """The training stage's sections present in a metrics.json (none if there is none)."""
+    if not metrics_path.is_file():
+        return []
+    metrics = json.loads(metrics_path.read_text())
+    return [name for name in TRAINING_SECTIONS if name in metrics]
+
+
+def _archive_metrics_json(metrics_path: Path, archive_path: Path, sections: list[str]) -> None:
+    """Copy metrics.json whole to the archive, then drop `sections` from the original."""
+    shutil.copy2(metrics_path, archive_path)
+    metrics = json.loads(metrics_path.read_text())
+    write_json_atomic(metrics_path, {k: v for k, v in metrics.items() if k not in sections})
 
 
 def check_resume_config(checkpoint: str | None, cfg: RunConfig) -> None:
@@ -259,13 +424,79 @@ def check_resume_config(checkpoint: str | None, cfg: RunConfig) -> None:
 def save_final(trainer: Trainer, cfg: RunConfig, folder: str | Path) -> Path:
     """Model + tokenizer + RunConfig in one folder that `from_pretrained` loads (how the
     model is written is the task's: LoRA runs are saved merged). File modes follow the
-    umask (`sftlib.filemodes`: safetensors alone would leave the weights 0600)."""
+    umask (`sftlib.filemodes`: safetensors alone would leave the weights 0600). A full disk
+    is a `DiskFullError` naming the folder."""
     folder = Path(folder)
-    get_task(cfg.task).save_model(trainer, folder)
-    if trainer.args.should_save:
-        cfg.save(folder / CONFIG_FILENAME)
-        match_umask(folder)
+    with naming_a_full_disk(folder):
+        get_task(cfg.task).save_model(trainer, folder)
+        if trainer.args.should_save:
+            cfg.save(folder / CONFIG_FILENAME)
+            match_umask(folder)
     return folder
+
+
+class DiskFullError(OSError):
+    """Writing `path` failed because its filesystem is full; str() is the one line to show:
+    `no space left on DEVICE while writing PATH`."""
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__(errno.ENOSPC, f"no space left on {_filesystem_of(Path(path))} "
+                         f"while writing {path}", str(path))
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+@contextmanager
+def naming_a_full_disk(path: str | Path):
+    """Saving into `path`: an error that says the disk is full becomes a `DiskFullError`
+    naming `path` (or the file the error names); other errors pass unchanged."""
+    try:
+        yield
+    except DiskFullError:
+        raise  # already names what was being written, more precisely than `path`
+    except (OSError, RuntimeError, SafetensorError) as error:
+        if not is_disk_full(error, Path(path)):
+            raise
+        raise DiskFullError(getattr(error, "filename", None) or path) from error
+
+
+def is_disk_full(error: BaseException, path: Path) -> bool:
+    """An error from writing under `path` that comes from a full filesystem.
+
+    Supported: OSError with errno ENOSPC; safetensors' error, whose text carries the Rust
+    io error ("No space left on device", os error 28); torch.save's RuntimeError, which
+    carries no errno ("file write failed", "unexpected pos"), counted as disk-full only when
+    the filesystem under `path` has no space left now. Not supported: quotas (EDQUOT)."""
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        return True
+    text = str(error)
+    if "No space left on device" in text or "os error 28" in text:
+        return True
+    return isinstance(error, RuntimeError) and _free_bytes(path) == 0
+
+
+def _free_bytes(path: Path) -> int | None:
+    """Bytes a non-root writer can still use on the filesystem holding `path`."""
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    try:
+        return shutil.disk_usage(existing).free if existing else None
+    except OSError:
+        return None
+
+
+def _filesystem_of(path: Path) -> str:
+    """The device and mount point holding `path` ("/dev/vda1 (/)", from /proc/mounts on
+    Linux), or the mount point alone where the device is unknown."""
+    mount = path.absolute()
+    while not os.path.ismount(mount) and mount != mount.parent:
+        mount = mount.parent
+    try:
+        mounts = [line.split()[:2] for line in Path("/proc/mounts").read_text().splitlines()]
+    except OSError:
+        mounts = []
+    devices = {point: device for device, point in mounts}
+    return f"{devices[str(mount)]} ({mount})" if str(mount) in devices else str(mount)
 
 
 # one call per stage: what notebook 03 and `sftlib train` both use ---------------------

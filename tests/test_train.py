@@ -1,11 +1,12 @@
-"""Training engine: kill-and-resume equals an uninterrupted run; torchrun with 2 processes."""
+"""Training engine: earlier runs kept, resume refuses a changed config, torchrun with 2
+processes, a full disk is one line (kill-and-resume: test_resume.py)."""
 
 import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -49,43 +50,33 @@ def test_hardware_is_chosen_and_described():
 def test_fresh_run_archives_what_an_earlier_run_left(tmp_path):
     (tmp_path / "checkpoints" / "checkpoint-4").mkdir(parents=True)
     (tmp_path / "metrics.jsonl").write_text('{"step": 1}\n')
-    archive = train.archive_previous_run(tmp_path, log_fn=lambda _m: None)
+    (tmp_path / "figures").mkdir()
+    (tmp_path / "figures" / "training.png").write_bytes(b"earlier curves")
+    (tmp_path / "figures" / "label_balance.png").write_bytes(b"notebook 01's, this run")
+    earlier = {"data": {"rows": 10}, "training": {"steps": 4}, "validation": {"loss": 0.5},
+               "test": {"loss": 0.6}}
+    (tmp_path / "metrics.json").write_text(json.dumps(earlier))
+    lines = []
+    archive = train.archive_previous_run(tmp_path, log_fn=lines.append)
+
     assert (archive / "checkpoints" / "checkpoint-4").is_dir()
     assert (archive / "metrics.jsonl").read_text() == '{"step": 1}\n'
+    assert (archive / "figures" / "training.png").read_bytes() == b"earlier curves"
+    assert json.loads((archive / "metrics.json").read_text()) == earlier  # copied whole
+    # the folder keeps what the current run's earlier stages wrote, and nothing of training
+    assert _metrics(tmp_path) == {"data": {"rows": 10}}
+    assert (tmp_path / "figures" / "label_balance.png").is_file()
     assert not (tmp_path / "checkpoints").exists()
+    assert not (tmp_path / "figures" / "training.png").exists()
+    assert len(lines) == 1 and str(archive) in lines[0]
+    assert "figures/training.png" in lines[0] and "copied metrics.json" in lines[0]
+    assert train.archive_previous_run(tmp_path, log_fn=lines.append) is None
+
+
+def test_metrics_json_of_other_stages_alone_is_not_an_earlier_run(tmp_path):
+    (tmp_path / "metrics.json").write_text(json.dumps({"data": {"rows": 10}}))
     assert train.archive_previous_run(tmp_path, log_fn=lambda _m: None) is None
-
-
-@pytest.mark.slow
-def test_killed_run_resumes_to_the_same_result(tmp_path):
-    full = tmp_path / "full"
-    subprocess.run(_train_cmd(full), check=True, capture_output=True, cwd=ROOT)
-
-    killed = tmp_path / "killed"
-    process = subprocess.Popen(_train_cmd(killed), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, cwd=ROOT)
-    deadline = time.monotonic() + 300
-    while not train.complete_checkpoints(killed / "checkpoints"):
-        assert process.poll() is None and time.monotonic() < deadline, "no checkpoint written"
-        time.sleep(0.1)
-    process.kill()  # SIGKILL: no chance to clean up, as with a crash or a lost machine
-    process.wait()
-    assert not (killed / "model").exists(), "the run finished before it could be killed"
-    step = int(train.complete_checkpoints(killed / "checkpoints")[0].name.split("-")[1])
-    assert step < SMOKE["max_steps"]
-    saved = json.loads((killed / "checkpoints" / f"checkpoint-{step}" / "run_config.json")
-                       .read_text())
-    assert saved["max_steps"] == SMOKE["max_steps"]  # every checkpoint carries its RunConfig
-
-    subprocess.run(_train_cmd(killed) + ["--resume"], check=True, capture_output=True, cwd=ROOT)
-    resumed, expected = _metrics(killed), _metrics(full)
-    for split in ("validation", "test"):
-        assert resumed[split]["accuracy"] == expected[split]["accuracy"]
-        assert resumed[split]["loss"] == pytest.approx(expected[split]["loss"], rel=1e-4)
-    assert resumed["training"]["steps"] == SMOKE["max_steps"]
-    steps = [r["step"] for r in map(json.loads, (killed / "metrics.jsonl").read_text()
-                                    .splitlines()) if "loss" in r]
-    assert steps == sorted(set(steps)), "each training step is logged once after resuming"
+    assert _metrics(tmp_path) == {"data": {"rows": 10}}
 
 
 @pytest.mark.slow
@@ -175,3 +166,62 @@ def test_weight_decay_skips_biases_and_layernorm(tmp_path):
     assert "bert.encoder.layer.0.attention.self.query.bias" in plain
     assert "bert.encoder.layer.0.output.LayerNorm.weight" in plain
     assert not any("bias" in n or "LayerNorm" in n for n in decayed)
+
+
+# a disk that fills up while a checkpoint or the model is written -------------------------
+SAFETENSORS_DISK_FULL = ('Error while serializing: IoError(Os { code: 28, kind: StorageFull, '
+                         'message: "No space left on device" })')
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("writing", ["checkpoint", "model"])
+def test_a_full_disk_while_saving_is_one_line_and_exit_1(tmp_path, monkeypatch, capsys,
+                                                         writing):
+    """Saving a checkpoint raises OSError ENOSPC; saving the model, safetensors' error."""
+    import errno
+
+    from safetensors import SafetensorError
+    from transformers import Trainer
+
+    from sftlib.__main__ import main
+
+    save_model = Trainer.save_model
+
+    def full_disk(self, output_dir=None, _internal_call=False):
+        if writing == "checkpoint":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        if not _internal_call:  # not a checkpoint's weights: the final model's
+            raise SafetensorError(SAFETENSORS_DISK_FULL)
+        save_model(self, output_dir, _internal_call)
+
+    monkeypatch.setattr(Trainer, "save_model", full_disk)
+    settings = {**SMOKE, "max_steps": 1, "eval_steps": 1, "train_subset": 16,
+                "eval_subset": 8}
+    args = [arg for key, value in settings.items() for arg in ("--set", f"{key}={value}")]
+    assert main(["train", *args, "--output-dir", str(tmp_path)]) == 1
+
+    folder = tmp_path / ("checkpoints/checkpoint-1" if writing == "checkpoint" else "model")
+    message = f"sftlib: no space left on {train._filesystem_of(tmp_path)} while writing {folder}"
+    stderr = capsys.readouterr().err  # besides progress bars of loading and tokenizing
+    assert stderr.endswith(f"\n{message}\n") and "Traceback" not in stderr
+    assert [line for line in stderr.splitlines() if "sftlib" in line] == [message]
+
+
+def test_only_errors_of_a_full_disk_are_named_so(tmp_path, monkeypatch):
+    import errno
+
+    from safetensors import SafetensorError
+
+    assert train.is_disk_full(OSError(errno.ENOSPC, "No space left on device"), tmp_path)
+    assert train.is_disk_full(SafetensorError(SAFETENSORS_DISK_FULL), tmp_path)
+    assert not train.is_disk_full(OSError(errno.EACCES, "Permission denied"), tmp_path)
+    torch_save_failed = RuntimeError("[enforce fail at inline_container.cc:672] . "
+                                     "unexpected pos 704 vs 598")  # torch.save: no errno
+    assert not train.is_disk_full(torch_save_failed, tmp_path)
+    monkeypatch.setattr(train.shutil, "disk_usage", lambda _path: SimpleNamespace(free=0))
+    assert train.is_disk_full(torch_save_failed, tmp_path / "checkpoint-1")
+    with pytest.raises(PermissionError), train.naming_a_full_disk(tmp_path):
+        raise PermissionError(errno.EACCES, "Permission denied")
+    with pytest.raises(train.DiskFullError, match=f"while writing {tmp_path}$"), \
+            train.naming_a_full_disk(tmp_path):
+        raise SafetensorError(SAFETENSORS_DISK_FULL)
