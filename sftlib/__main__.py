@@ -442,6 +442,20 @@ COMMANDS = {"run": cmd_run, "runs": cmd_runs, "train": cmd_train, "assets": cmd_
             "tokens": cmd_tokens, "analyze": cmd_analyze}
 
 
+def _quiet_progress_bars() -> None:
+    """A terminal command prints its own lines: no weight-loading, shard-writing or
+    dataset-map bars (HF_HUB_DISABLE_PROGRESS_BARS=0 keeps them). datasets read their
+    environment variable when imported, before main() runs: hence the calls."""
+    if os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS") == "0":
+        return
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    datasets.disable_progress_bars()
+    hf_logging.disable_progress_bar()
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -450,9 +464,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=os.environ.get("SFTLIB_LOG", "WARNING"))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    # a terminal command prints its own lines: no weight-loading or dataset-map bars
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    _quiet_progress_bars()
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` ends a run as Ctrl-C does
     try:
         return COMMANDS[args.command](args)

@@ -255,6 +255,9 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
     allowed = _allowed_types(hint)
     if value is None and type(None) in allowed:
         return None
+    if isinstance(value, bool) and str in allowed and bool not in allowed:
+        # YAML 1.1 reads an unquoted no / off as False: `eval_strategy: no` means "no"
+        return "no" if value is False else "yes"
     if isinstance(value, bool) and bool not in allowed:
         raise ConfigError(f"{key}: expected {_type_names(allowed)}, got bool {value!r}")
     if isinstance(value, int) and not isinstance(value, bool) and int not in allowed \

@@ -273,3 +273,9 @@ def test_any_override_text_gives_a_config_or_a_config_error(item):
         load_config(None, [item])
     except ConfigError as error:
         assert "\n" not in str(error)
+
+
+def test_an_unquoted_yaml_no_is_the_string_for_a_text_key():
+    assert load_config(None, ["eval_strategy=no"]).eval_strategy == "no"
+    with pytest.raises(ConfigError, match="eval_strategy: 'yes' is not one of"):
+        load_config(None, ["eval_strategy=yes"])
