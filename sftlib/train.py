@@ -265,6 +265,16 @@ class WorkbenchTrainer(Trainer):
             logs["train_loss"] = self._total_loss_scalar / max(self.state.global_step, 1)
         super().log(logs, *args, **kwargs)
 
+    def _issue_warnings_after_load(self, load_result: Any) -> None:
+        """Weights tied to loaded ones (a causal LM's output head shares the embedding) are
+        not missing: tie them instead of warning about them in the notebook."""
+        tied = set(getattr(self.model, "_tied_weights_keys", None) or ())
+        missing = set(load_result.missing_keys)
+        if missing and missing <= tied:
+            self.model.tie_weights()
+            load_result = load_result._replace(missing_keys=[])
+        super()._issue_warnings_after_load(load_result)
+
     def _save_checkpoint(self, model, trial):
         folder = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
         with naming_a_full_disk(folder):

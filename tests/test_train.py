@@ -225,3 +225,28 @@ def test_only_errors_of_a_full_disk_are_named_so(tmp_path, monkeypatch):
     with pytest.raises(train.DiskFullError, match=f"while writing {tmp_path}$"), \
             train.naming_a_full_disk(tmp_path):
         raise SafetensorError(SAFETENSORS_DISK_FULL)
+
+
+def test_tied_output_head_is_not_reported_missing_when_the_best_model_loads(tmp_path, caplog):
+    """A causal LM saves its output head tied to the embedding; loading the best checkpoint
+    must tie it again, not print "missing keys: lm_head.weight" into notebook 03."""
+    import logging
+
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, TrainingArguments
+
+    config = LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32,
+                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
+                         tie_word_embeddings=True)
+    model = LlamaForCausalLM(config)
+    trainer = train.WorkbenchTrainer(
+        model=model, args=TrainingArguments(str(tmp_path), use_cpu=True, report_to="none"),
+        run_config=RunConfig())
+    state = {k: v for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    with torch.no_grad():
+        model.lm_head.weight = torch.nn.Parameter(torch.zeros_like(model.lm_head.weight))
+    result = model.load_state_dict(state, strict=False)
+    with caplog.at_level(logging.WARNING, logger="transformers.trainer"):
+        trainer._issue_warnings_after_load(result)  # WorkbenchTrainer's, not Trainer's
+    assert "missing keys" not in caplog.text
+    assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
