@@ -81,7 +81,10 @@ def export_html(notebook_path: Path, html_path: Path) -> Path:
 # the landing page -------------------------------------------------------------------------
 
 def _number(value: Any) -> str:
-    return f"{value:.4f}" if isinstance(value, float) else html.escape(str(value))
+    """Scores to 4 decimals; seconds, counts and rates (10 and up) to one."""
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 10 else f"{value:,.1f}"
+    return html.escape(str(value))
 
 
 def headline_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
