@@ -52,7 +52,7 @@ TINY_INSTRUCTION = {
 @pytest.fixture(scope="session")
 def instruction_run(tmp_path_factory):
     """The instruction notebooks 01..05 once, on alpaca-demo rows and hostile rows."""
-    from hostile import HOSTILE, hostile_instruction_rows, write_jsonl
+    from hostile import hostile_instruction_rows, write_jsonl
 
     from sftlib import instruction_data
     from sftlib.config import RunConfig
@@ -60,10 +60,8 @@ def instruction_run(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("instruction-run")
     alpaca = instruction_data.load_instruction_pool("alpaca-demo").head(60)
-    # every alpaca prompt carries a hostile string too, so whichever rows the hash split puts
-    # in validation, the generations table shows some
-    rows = [{"instruction": f"{HOSTILE[i % len(HOSTILE)]} {p}", "input": "", "output": r}
-            for i, (p, r) in enumerate(zip(alpaca["prompt"], alpaca["response"]))]
+    rows = [{"instruction": p, "input": "", "output": r}
+            for p, r in zip(alpaca["prompt"], alpaca["response"])]
     dataset = write_jsonl(folder / "chats.jsonl", rows + hostile_instruction_rows())
     cfg = RunConfig(**{**TINY_INSTRUCTION, "dataset": str(dataset)})
     return run_pipeline(cfg, reports_root=folder / "reports", log=lambda _msg: None)

@@ -224,10 +224,18 @@ def test_no_hostile_string_runs_in_any_page_of_the_report(hostile_report):
 @pytest.mark.slow
 def test_hostile_strings_are_shown_as_text(hostile_report):
     pages = report_pages(hostile_report)
-    # 04 of the instruction run shows eval_generations (2) prompts, each with one of them
-    for name, at_least in (("01_data_inspection", 3), ("04_error_analysis", 2)):
-        seen = shown_text(pages[f"html/{name}.html"])
-        assert sum(h in seen for h in HOSTILE) >= at_least, name
+    seen = shown_text(pages["html/01_data_inspection.html"])
+    assert sum(h in seen for h in HOSTILE) >= 3
+    seen = shown_text(pages["html/04_error_analysis.html"])
+    generations = hostile_report / "tables" / "generations_validation.csv"
+    if not generations.is_file():  # classification: its mistakes are hostile texts
+        assert sum(h in seen for h in HOSTILE) >= 3
+        return
+    # instruction: 04 shows eval_generations prompts of a mixed set; each hostile string
+    # among the rows it shows is shown, as text
+    shown_data = pd.read_csv(generations, keep_default_na=False).astype(str).to_string()
+    expected = {h for h in HOSTILE if h in shown_data}
+    assert {h for h in expected if h in seen} == expected
 
 
 @pytest.mark.slow
