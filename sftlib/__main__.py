@@ -181,6 +181,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"[run] FAILED: {error}", file=sys.stderr)
         return 1
     except RunInterrupted as error:
+        _quiet_after_interrupt()
         print(f"[run] {error}", file=sys.stderr)
         return 130
     metrics = json.loads((run_dir / "metrics.json").read_text()) \
@@ -456,6 +457,12 @@ def _quiet_progress_bars() -> None:
     hf_logging.disable_progress_bar()
 
 
+def _quiet_after_interrupt() -> None:
+    """An interrupted notebook leaves papermill's cell task with a dead kernel; asyncio would
+    print its traceback at exit. The one line the user gets says what happened."""
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -469,6 +476,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
+        _quiet_after_interrupt()
         print("sftlib: interrupted", file=sys.stderr)
         return 130
     except ConfigError as error:

@@ -352,6 +352,9 @@ def run_pipeline(cfg: RunConfig, notebooks: list[str] | None = None,
         _finish(run_dir, manifest, report, "failed")
         raise
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM through the command line's handler
+        # the interrupted cell's task ends with a dead kernel; asyncio would print its
+        # traceback when the task is collected: the RunInterrupted line says it all
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
         _finish(run_dir, manifest, report, "interrupted")
         raise RunInterrupted(f"interrupted; the partial report is kept in {run_dir}") from None
     finally:
