@@ -30,9 +30,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -271,6 +274,21 @@ def validation_message(error: RequestValidationError) -> str:
     if first.get("type") == "json_invalid":
         return "body: not valid JSON; send {\"texts\": [\"...\"]}"
     return f"{where}: {first.get('msg', 'invalid')}; send {{\"texts\": [\"...\"]}}"
+
+
+def request_json(url: str, body: Any = None, method: str | None = None,
+                 timeout_s: float = 60.0) -> tuple[int, Any]:
+    """A client for trying the server (standard library only): send `body` as JSON (bytes as
+    they are; POST when there is a body, else GET) and return (status, decoded JSON answer),
+    4xx and 5xx answers included."""
+    data = body if body is None or isinstance(body, bytes) else json.dumps(body).encode()
+    request = urllib.request.Request(url, data, {"Content-Type": "application/json"},
+                                     method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as refused:
+        return refused.code, json.loads(refused.read())
 
 
 def free_socket(host: str = DEFAULT_HOST) -> socket.socket:
