@@ -130,8 +130,9 @@ class OnnxClassifier:
 
         self.path = Path(path)
         if not self.path.is_file():
-            raise FileNotFoundError(f"{self.path}: no ONNX graph here; write it with "
-                                    f"`sftlib export --model {self.path.parent} --onnx`")
+            raise FileNotFoundError(f"{self.path}: no ONNX graph here; `sftlib export --model "
+                                    f"{self.path.parent} --onnx` adds it to an export folder "
+                                    "(from a run's model/ folder: add --output DEST)")
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.inter_op_num_threads = 1  # one graph at a time: the intra-op pool does the work
