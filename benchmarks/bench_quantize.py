@@ -68,7 +68,7 @@ def markdown(table, ratios, meta: dict) -> str:
         "",
         f"Written by `python -m benchmarks.bench_quantize` on {meta['date']}. CPU: "
         f"{cpu['model']}, {cpu['cpus']} logical CPUs, flags {', '.join(cpu['flags'])}; "
-        f"{meta['threads']} threads for every row; load average {meta['load_before']} before, "
+        f"threads for every row: {meta['threads']}; load average {meta['load_before']} before, "
         f"{meta['load_after']} after. torch {meta['torch']}, onnxruntime {meta['onnxruntime']}.",
         "",
         f"Model: {meta['model']} ({meta['model_note']}). Texts: the {meta['rows']} rows of "

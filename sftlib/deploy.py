@@ -340,7 +340,8 @@ def quantization_table(model_dir: str | Path, texts: Sequence[str], labels: Sequ
         "accuracy": float((predicted[name] == labels).mean()),
         "agreement_with_fp32": float((predicted[name] == reference).mean()),
     } for name, predictor in predictors.items()}).T
-    table.index.name = f"model (CPU, {torch.get_num_threads()} threads)"
+    threads = torch.get_num_threads()
+    table.index.name = f"model (CPU, {threads} thread{'s' if threads > 1 else ''})"
     return table
 
 
