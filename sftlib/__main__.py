@@ -7,7 +7,10 @@
     sftlib config [--config FILE] [--set key=value ...]
     sftlib data inspect [--dataset SPEC --text-column C --label-column C] [--json] [--strict]
     sftlib tokens inspect [--dataset SPEC --model SPEC --max-length N|auto --batch-size B] [--json]
-    sftlib predict --model DIR [--int8] TEXT... | --file FILE
+    sftlib predict --model DIR [--backend torch|onnx] [--int8] TEXT... | --file FILE
+    sftlib export --model RUN/model --output RUN/export [--replace] [--onnx]
+    sftlib export --model RUN/export --onnx
+    sftlib serve --model DIR [--backend torch|onnx] [--int8] [--host 127.0.0.1] [--port 8000]
     sftlib analyze --model DIR [--dataset SPEC] [--split validation] [--json] [--output-dir DIR]
 
 Every command builds its RunConfig first, so a bad key or value fails before any work.
@@ -77,10 +80,32 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--file", help="a UTF-8 text file, one text per line (lines end at "
                          "\\n only, CRLF works); empty and whitespace-only lines are skipped "
                          "and counted on stderr")
-    predict.add_argument("--batch-size", type=int, default=32)
-    predict.add_argument("--int8", action="store_true",
-                         help="dynamic int8 quantization of the Linear layers (CPU)")
+    _backend_args(predict)
     predict.add_argument("texts", nargs="*")
+
+    export = sub.add_parser("export", help="a self-describing folder to ship (weights, "
+                            "tokenizer, labels, model card), optionally with ONNX graphs")
+    export.add_argument("--model", required=True, help="a run's model/ folder, or with --onnx "
+                        "alone an earlier export folder to add the ONNX graphs to")
+    export.add_argument("--output", help="the export folder to write (reports/<run-id>/export)")
+    export.add_argument("--replace", action="store_true", help="replace an earlier export there")
+    export.add_argument("--onnx", action="store_true", help="also write model.onnx and "
+                        "model.int8.onnx, checked against PyTorch on validation rows")
+    export.add_argument("--check-rows", type=int, default=256, help="validation rows of the "
+                        "model's dataset the ONNX graph is checked on (default 256)")
+
+    serve = sub.add_parser("serve", help="an HTTP server: POST /predict, GET /health")
+    serve.add_argument("--model", required=True, help="an export folder (or model/)")
+    _backend_args(serve)
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default "
+                       "127.0.0.1: no authentication, keep it local or behind a proxy)")
+    serve.add_argument("--port", type=int, default=8000)
+    # defaults: sftlib.serve.ServeLimits (not imported here: it loads FastAPI and torch)
+    serve.add_argument("--max-texts", type=int, help="texts per request (default 64)")
+    serve.add_argument("--max-text-chars", type=int, help="characters per text (default 10000)")
+    serve.add_argument("--max-body-bytes", type=int, help="request body (default 1000000)")
+    serve.add_argument("--max-concurrency", type=int, default=128,
+                       help="open connections before 503 (uvicorn's limit_concurrency)")
 
     # Inspection: flags override the config's keys; the rest comes from --config / defaults.
     data_sub = _command_group(sub, "data", "what is in the data and what is wrong with it")
@@ -115,6 +140,15 @@ def build_parser() -> argparse.ArgumentParser:
                          "predictions_<split>.csv (every example with its loss) there")
     analyze.add_argument("--json", action="store_true", help="print everything as JSON")
     return parser
+
+
+def _backend_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--backend", choices=("torch", "onnx"), default="torch",
+                        help="torch: the safetensors weights with PyTorch; onnx: model.onnx "
+                        "with ONNX Runtime on the CPU (`sftlib export --onnx` writes it)")
+    parser.add_argument("--int8", action="store_true", help="dynamic int8 (CPU): torch.ao on "
+                        "the Linear layers, or model.int8.onnx with --backend onnx")
 
 
 def _command_group(sub, name: str, help_text: str):
@@ -296,9 +330,52 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise ConfigError("predict: give texts as arguments or --file FILE")
     from sftlib.deploy import Predictor  # after the texts: a bad --file fails before torch loads
 
-    predictor = Predictor(args.model, batch_size=args.batch_size, quantize=args.int8)
+    predictor = Predictor(args.model, batch_size=args.batch_size, quantize=args.int8,
+                          backend=args.backend)
     for row in predictor.predict(texts):
         print(json.dumps(row))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Copy a model folder to --output (with its model card), and/or add the ONNX graphs,
+    checked on the first --check-rows validation rows of the model's own dataset."""
+    from sftlib import data, deploy
+
+    source = deploy.check_model_dir(args.model)
+    if args.output:
+        folder = deploy.export(source, args.output, replace=args.replace)
+        print(f"[export] {folder}")
+    elif args.onnx and (source / "labels.json").is_file():
+        folder = source
+    else:
+        raise ConfigError("export: give --output DEST, or --onnx alone with an export folder "
+                          "(one holding labels.json) as --model")
+    if args.onnx:
+        texts = data.load_from_config(deploy.trained_config(folder))["validation"]["text"]
+        result = deploy.export_onnx(folder, texts[:args.check_rows])
+        print(f"[export] {folder / 'model.onnx'} ({result['exporter']}, opset "
+              f"{result['opset']}): max |logit difference| vs PyTorch "
+              f"{result['max_abs_logit_difference_fp32']:.2e} on {result['rows_compared']} "
+              f"validation rows (tolerance {result['tolerance']:g})")
+        print(f"[export] {folder / 'model.int8.onnx'}: agrees with fp32 on "
+              f"{result['int8_agreement_with_fp32']:.1%} of those rows")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from sftlib.deploy import Predictor
+    from sftlib.serve import ServeLimits, serve
+
+    given = {key: getattr(args, key) for key in ("max_body_bytes", "max_texts", "max_text_chars")
+             if getattr(args, key) is not None}
+    limits = ServeLimits(**given)
+    predictor = Predictor(args.model, batch_size=args.batch_size, quantize=args.int8,
+                          backend=args.backend)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"sftlib: serve: binding {args.host}: anyone who reaches it can use the model "
+              "(no authentication)", file=sys.stderr)
+    serve(predictor, args.host, args.port, limits, args.max_concurrency)
     return 0
 
 
@@ -439,8 +516,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"run": cmd_run, "runs": cmd_runs, "train": cmd_train, "assets": cmd_assets,
-            "config": cmd_config, "predict": cmd_predict, "data": cmd_data,
-            "tokens": cmd_tokens, "analyze": cmd_analyze}
+            "config": cmd_config, "predict": cmd_predict, "export": cmd_export,
+            "serve": cmd_serve, "data": cmd_data, "tokens": cmd_tokens, "analyze": cmd_analyze}
 
 
 def _quiet_progress_bars() -> None:

@@ -1,39 +1,50 @@
 """Serve a fine-tuned classifier: export a self-describing folder, load it, predict.
 
 An exported folder holds the model weights and config (with `id2label`), the tokenizer,
-`labels.json` and the RunConfig it was trained with (`run_config.json`), so it loads
-with `transformers.pipeline("text-classification", model=folder)` as well as with
-`Predictor`. `Predictor` batches texts (sorted by length, so each batch pads little)
-and returns labels with probabilities in the caller's order.
+`labels.json`, the RunConfig it was trained with (`run_config.json`) and, when the run folder
+has metrics, a model card (`README.md`, the Hugging Face convention: YAML metadata, then
+Markdown; `model_card`). It loads with `transformers.pipeline("text-classification",
+model=folder)` as well as with `Predictor`. `Predictor` batches texts (sorted by length, so
+each batch pads little) and returns labels with probabilities in the caller's order.
 
-Dynamic int8 quantization (`quantize_int8`, `Predictor(..., quantize=True)`): the weights
-of every `nn.Linear` are stored as int8 (one scale per output channel: one scale per
-matrix cost markedly more accuracy: reports/benchmarks/notes.md) and activations are
-quantized on the fly per batch, so matrix products run on the CPU's int8 kernels. It uses
-`torch.ao.quantization.quantize_dynamic`, which torch marks deprecated since 2.10 in favour
-of the separate `torchao` package, but which is present and works in torch 2.13 (its warnings
-are silenced here); `torchao` is not a dependency. Embeddings and LayerNorm stay fp32.
-`quantization_table` puts size, latency, throughput and accuracy of fp32 and int8 side by
-side (`benchmarks/bench_quantize.py` on any saved folder).
+Backends (`Predictor(..., backend=...)`, `sftlib predict --backend`): "torch" runs the
+safetensors weights with PyTorch (CPU or GPU); "onnx" runs `model.onnx` with ONNX Runtime on
+the CPU. `export_onnx` writes `model.onnx` and `model.int8.onnx` into an export folder
+(`sftlib.onnx_export`: which exporter and why) and checks the fp32 graph's logits against
+PyTorch's on real texts before keeping it.
 
-Saving a quantized model is not supported: the exported folder stays fp32 (it loads
-anywhere, with `transformers.pipeline` too) and int8 is applied when loading, which takes
-well under a second and gives the same weights every time. `save_pretrained` cannot write
-quantized Linear layers, and a `torch.save`d quantized state dict loads only into a model
-quantized the same way by the same torch build.
+Dynamic int8 quantization (`quantize=True`, `--int8`): weights stored as int8 with one scale per
+output channel (one scale per matrix cost markedly more accuracy: reports/benchmarks/notes.md),
+activations quantized on the fly per batch, so matrix products run on the CPU's int8 kernels.
+With PyTorch it is `torch.ao.quantization.quantize_dynamic` on every `nn.Linear`
+(`quantize_int8`), which torch marks deprecated since 2.10 in favour of the separate `torchao`
+package, but which is present and works in torch 2.13 (its warnings are silenced here).
+`torchao` (0.18, `Int8DynamicActivationInt8WeightConfig`) runs on this CPU too, but in eager
+mode it was slower than fp32 (its int8 kernels come with `torch.compile`; notes.md), so it is
+not a dependency. With ONNX Runtime it is the saved `model.int8.onnx`. `quantization_table`
+puts size, latency, throughput and accuracy of the four side by side
+(`benchmarks/bench_quantize.py` on any saved folder).
+
+Saving a PyTorch-quantized model is not supported: the safetensors weights stay fp32 (they load
+anywhere, with `transformers.pipeline` too) and PyTorch int8 is applied when loading, which
+takes well under a second and gives the same weights every time. `save_pretrained` cannot
+write quantized Linear layers, and a `torch.save`d quantized state dict loads only into a model
+quantized the same way by the same torch build. ONNX int8 has no such limit: it is a file.
 
 Instruction task: `export_chat_model` copies a fine-tuned causal LM (LoRA already merged)
 as a plain folder that `transformers.pipeline("text-generation")` and
 `sftlib.generation.ChatGenerator` load.
 
-Not supported: sentence pairs, multi-label heads, ONNX export, int8 on GPU (dynamic
-quantization has CPU kernels only), static (calibrated) quantization.
+Not supported: sentence pairs, multi-label heads, ONNX for the instruction task, int8 or ONNX
+on GPU (the dynamic-quantization kernels and the ONNX backend here are CPU only), static
+(calibrated) quantization.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import re
 import shutil
 import tempfile
 import time
@@ -45,8 +56,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+import yaml
+from scipy.stats import binomtest
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
+from sftlib import assets, onnx_export
 from sftlib.filemodes import match_umask
 from sftlib.report import resolve_path
 
@@ -74,7 +88,9 @@ def check_model_dir(path: str | Path) -> Path:
 
 
 def export(model_dir: str | Path, dest: str | Path, replace: bool = False) -> Path:
-    """Copy a trained model folder to `dest`, adding labels.json; file modes follow the umask.
+    """Copy a trained model folder to `dest`, adding labels.json, and the model card
+    (README.md) when the run folder above `model_dir` holds metrics.json; file modes follow the
+    umask.
 
     An existing `dest` is an error, unless `replace` is set and it is an earlier export
     (it holds labels.json): then it is replaced, and the replacement is announced.
@@ -92,31 +108,88 @@ def export(model_dir: str | Path, dest: str | Path, replace: bool = False) -> Pa
     config = json.loads((dest / "config.json").read_text())
     labels = [config["id2label"][str(i)] for i in range(len(config["id2label"]))]
     (dest / "labels.json").write_text(json.dumps(labels, indent=2) + "\n")
+    if (source.parent / "metrics.json").is_file():
+        (dest / "README.md").write_text(model_card(source.parent))
     return match_umask(dest)  # copytree copies the 0600 of weights saved by older runs
 
 
+ONNX_TOLERANCE = 1e-4  # max |logit difference| fp32 ONNX Runtime vs PyTorch that is accepted
+ONNX_REPORT_FILE = "onnx_export.json"
+
+
+def export_onnx(export_dir: str | Path, texts: Sequence[str],
+                tolerance: float = ONNX_TOLERANCE) -> dict[str, Any]:
+    """Add `model.onnx` (fp32) and `model.int8.onnx` (ONNX Runtime dynamic int8) to an export
+    folder, after checking the fp32 graph against PyTorch on `texts` (real rows: validation).
+
+    Returns (and writes to onnx_export.json) what was exported, the largest absolute logit
+    difference fp32 ONNX vs PyTorch over `texts`, and the share of `texts` on which the int8
+    graph predicts the fp32 label. A difference over `tolerance` is an error and no graph is
+    kept: a wrong model is worse than none.
+    """
+    folder = check_model_dir(export_dir)
+    texts = list(texts)
+    if not texts:
+        raise ValueError("export_onnx: give texts to check the graph on (validation rows)")
+    reference = Predictor(folder, device="cpu")
+    fp32_path, int8_path = onnx_export.onnx_path(folder), onnx_export.onnx_path(folder, True)
+    for stale in (fp32_path, int8_path, folder / ONNX_REPORT_FILE):  # from an earlier export:
+        stale.unlink(missing_ok=True)  # never left beside weights they were not checked on
+    graph = onnx_export.export_graph(reference.model, reference.tokenizer, fp32_path)
+    expected = reference.logits(texts)
+    difference = float(np.abs(Predictor(folder, backend="onnx").logits(texts) - expected).max())
+    if not difference <= tolerance:  # also refuses NaN
+        fp32_path.unlink()
+        raise ValueError(f"{folder}: the ONNX graph's logits differ from PyTorch's by "
+                         f"{difference:.3g} (over the tolerance {tolerance:g}); not kept")
+    quantizer = onnx_export.quantize_graph_int8(fp32_path, int8_path)
+    int8 = Predictor(folder, backend="onnx", quantize=True).logits(texts)
+    result = {**graph, **quantizer, "rows_compared": len(texts), "tolerance": tolerance,
+              "max_abs_logit_difference_fp32": difference,
+              "int8_agreement_with_fp32": float((int8.argmax(1) == expected.argmax(1)).mean()),
+              "files_mb": {p.name: p.stat().st_size / 1e6 for p in (fp32_path, int8_path)}}
+    (folder / ONNX_REPORT_FILE).write_text(json.dumps(result, indent=2) + "\n")
+    match_umask(folder)
+    return result
+
+
+BACKENDS = ("torch", "onnx")
+
+
 class Predictor:
-    """Batched text classification from a saved folder: labels with probabilities."""
+    """Batched text classification from a saved folder: labels with probabilities.
+
+    backend "torch": the safetensors weights with PyTorch, on `device` (default: CUDA when
+    present, else the CPU); `quantize` applies PyTorch dynamic int8 (CPU). backend "onnx":
+    `model.onnx` (`model.int8.onnx` with `quantize`) with ONNX Runtime on the CPU, with as many
+    threads as torch uses. Both tokenize the same way, with the same max_length.
+    """
 
     def __init__(self, model_dir: str | Path, batch_size: int = 32, device: str | None = None,
-                 max_length: int | None = None, model=None, quantize: bool = False) -> None:
+                 max_length: int | None = None, model=None, quantize: bool = False,
+                 backend: str = "torch") -> None:
         self.folder = check_model_dir(model_dir)
+        _check_backend(backend, device, quantize, model)
+        self.backend, self.quantized = backend, quantize
         self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
-        if quantize and device not in (None, "cpu"):
-            raise ValueError(f"quantize: int8 dynamic quantization runs on the CPU only, "
-                             f"not on {device!r}")
-        self.device = device or ("cuda" if torch.cuda.is_available() and not quantize
-                                 else "cpu")
-        self.model = model if model is not None else \
-            AutoModelForSequenceClassification.from_pretrained(self.folder)
-        if quantize:
-            self.model = quantize_int8(self.model)
-        self.model.to(self.device).eval()
+        self.model, self.session = None, None
+        if backend == "onnx":
+            self.device = "cpu"
+            self.session = onnx_export.OnnxClassifier(onnx_export.onnx_path(self.folder, quantize))
+            config = AutoConfig.from_pretrained(self.folder)
+        else:
+            self.device = device or ("cuda" if torch.cuda.is_available() and not quantize
+                                     else "cpu")
+            self.model = model if model is not None else \
+                AutoModelForSequenceClassification.from_pretrained(self.folder)
+            if quantize:
+                self.model = quantize_int8(self.model)
+            self.model.to(self.device).eval()
+            config = self.model.config
         self.batch_size = batch_size
         self.max_length = max_length or _trained_max_length(self.folder) or 512
-        self.labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
+        self.labels = [config.id2label[i] for i in range(config.num_labels)]
 
-    @torch.inference_mode()
     def logits(self, texts: list[str]) -> np.ndarray:
         """Raw logits, one row per text, in input order."""
         if isinstance(texts, str):
@@ -125,11 +198,18 @@ class Predictor:
         out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
         for start in range(0, len(texts), self.batch_size):
             index = order[start:start + self.batch_size]
-            batch = self.tokenizer([texts[i] for i in index], padding=True, truncation=True,
-                                   max_length=self.max_length, return_tensors="pt")
-            batch = {k: v.to(self.device) for k, v in batch.items()}
-            out[index] = self.model(**batch).logits.float().cpu().numpy()
+            out[index] = self._batch_logits([texts[i] for i in index])
         return out
+
+    @torch.inference_mode()
+    def _batch_logits(self, texts: list[str]) -> np.ndarray:
+        tensors = "np" if self.session is not None else "pt"
+        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
+                               return_tensors=tensors)
+        if self.session is not None:
+            return self.session.run(batch)
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        return self.model(**batch).logits.float().cpu().numpy()
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         return softmax(self.logits(texts))
@@ -141,6 +221,22 @@ class Predictor:
                  "score": float(row.max()),
                  "probabilities": {name: float(p) for name, p in zip(self.labels, row)}}
                 for text, row in zip(texts, probs)]
+
+    def describe(self) -> str:
+        """"PyTorch fp32", "ONNX Runtime int8" ...: what runs the model."""
+        runtime = "ONNX Runtime" if self.backend == "onnx" else "PyTorch"
+        return f"{runtime} {'int8' if self.quantized else 'fp32'}"
+
+
+def _check_backend(backend: str, device: str | None, quantize: bool, model) -> None:
+    """Refuse combinations that cannot run, before anything loads."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    if (quantize or backend == "onnx") and device not in (None, "cpu"):
+        what = "the ONNX backend" if backend == "onnx" else "int8 dynamic quantization"
+        raise ValueError(f"{what} runs on the CPU only, not on {device!r}")
+    if backend == "onnx" and model is not None:
+        raise ValueError("backend 'onnx' runs the folder's model.onnx; model= is for torch")
 
 
 def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
@@ -164,59 +260,344 @@ def serialized_size_mb(model: torch.nn.Module) -> float:
         return path.stat().st_size / 1e6
 
 
-def seconds_per_example(predictor: Predictor, texts: list[str], batch_size: int,
-                        repeats: int = 3) -> float:
-    """Wall time per example predicting `texts` in batches of `batch_size`: the best of
-    `repeats` runs after one warm-up batch (shared machines are noisy; the minimum is the
-    least disturbed run)."""
-    previous, predictor.batch_size = predictor.batch_size, batch_size
-    try:
-        predictor.logits(texts[:batch_size])  # warm-up: first calls allocate and pick kernels
-        best = float("inf")
-        for _ in range(repeats):
+def model_size_mb(predictor: Predictor) -> float:
+    """What the predictor's model takes on disk (MB = 10^6 bytes): the ONNX file it runs, or
+    for PyTorch its state dict written with `torch.save`, the one measure that holds for fp32
+    and int8 alike (safetensors cannot hold quantized Linear layers)."""
+    if predictor.session is not None:
+        return predictor.session.path.stat().st_size / 1e6
+    return serialized_size_mb(predictor.model)
+
+
+def batch_1_latencies_ms(predictors: dict[str, Predictor], texts: Sequence[str],
+                         warmup: int = 3) -> dict[str, np.ndarray]:
+    """Milliseconds per call of `predict_proba([text])` (tokenizing included, as a request
+    would), for each text and predictor. The predictors take turns text by text, so a slow
+    spell of a shared machine hits every one of them, not the one measured at that moment."""
+    for predictor in predictors.values():
+        for text in texts[:warmup]:  # first calls allocate and pick kernels
+            predictor.predict_proba([text])
+    times: dict[str, list[float]] = {name: [] for name in predictors}
+    for text in texts:
+        for name, predictor in predictors.items():
             began = time.perf_counter()
-            predictor.logits(texts)
-            best = min(best, time.perf_counter() - began)
+            predictor.predict_proba([text])
+            times[name].append(1000 * (time.perf_counter() - began))
+    return {name: np.asarray(values) for name, values in times.items()}
+
+
+def examples_per_second(predictors: dict[str, Predictor], texts: Sequence[str],
+                        batch_size: int = 32, repeats: int = 3) -> dict[str, float]:
+    """Throughput predicting `texts` in batches of `batch_size`: the best of `repeats` passes
+    per predictor (the least disturbed one), passes taking turns across predictors."""
+    texts, best = list(texts), dict.fromkeys(predictors, float("inf"))
+    previous = {name: p.batch_size for name, p in predictors.items()}
+    try:
+        for predictor in predictors.values():
+            predictor.batch_size = batch_size
+            predictor.logits(texts[:batch_size])  # warm-up
+        for _ in range(repeats):
+            for name, predictor in predictors.items():
+                began = time.perf_counter()
+                predictor.logits(texts)
+                best[name] = min(best[name], time.perf_counter() - began)
     finally:
-        predictor.batch_size = previous
-    return best / len(texts)
+        for name, predictor in predictors.items():
+            predictor.batch_size = previous[name]
+    return {name: len(texts) / seconds for name, seconds in best.items()}
+
+
+def comparison_predictors(model_dir: str | Path) -> dict[str, Predictor]:
+    """The four ways to run an export folder on the CPU, fp32 PyTorch first (the reference);
+    the ONNX rows need `export_onnx` first."""
+    return {"PyTorch fp32": Predictor(model_dir, device="cpu"),
+            "PyTorch int8 (torch.ao dynamic)": Predictor(model_dir, quantize=True),
+            "ONNX Runtime fp32": Predictor(model_dir, backend="onnx"),
+            "ONNX Runtime int8 (dynamic)": Predictor(model_dir, backend="onnx", quantize=True)}
 
 
 def quantization_table(model_dir: str | Path, texts: Sequence[str], labels: Sequence[int],
                        timing_examples: int = 256, batch_1_examples: int = 64) -> pd.DataFrame:
-    """Rows: fp32 and int8 on the CPU; size, latency per example at batch 1 and 32,
-    throughput at batch 32, accuracy on `texts` / `labels` and agreement with fp32.
+    """Rows: PyTorch fp32 and int8, ONNX Runtime fp32 and int8, all on the CPU with torch's
+    thread count; size on disk, latency at batch 1 (p50 / p95 ms), throughput at batch 32,
+    accuracy on `texts` / `labels` and agreement with PyTorch fp32.
 
     Timing uses the first `timing_examples` texts (`batch_1_examples` of them at batch 1).
-    Latencies are only comparable within one table: both rows are measured in one run.
+    Latencies are only comparable within one table: the rows are measured in one run, taking
+    turns. The folder needs its ONNX files (`export_onnx`).
     """
     texts, labels = list(texts), np.asarray(labels)
-    fp32 = Predictor(model_dir, device="cpu")
-    int8 = Predictor(model_dir, quantize=True)
-    reference = fp32.predict_proba(texts).argmax(axis=1)
-    timing = texts[:timing_examples]
-    rows = {}
-    for name, predictor in (("fp32", fp32), ("int8 (dynamic)", int8)):
-        predicted = reference if predictor is fp32 else predictor.predict_proba(texts).argmax(1)
-        batch_32 = seconds_per_example(predictor, timing, 32)
-        rows[name] = {
-            "size_mb": serialized_size_mb(predictor.model),
-            "ms_per_example_batch_1": 1000 * seconds_per_example(
-                predictor, timing[:batch_1_examples], 1),
-            "ms_per_example_batch_32": 1000 * batch_32,
-            "examples_per_s_batch_32": 1 / batch_32,
-            "accuracy": float((predicted == labels).mean()),
-            "agreement_with_fp32": float((predicted == reference).mean()),
-        }
-    table = pd.DataFrame(rows).T
-    table.index.name = f"model (CPU, {torch.get_num_threads()} threads)"
+    predictors = comparison_predictors(model_dir)
+    predicted = {name: p.logits(texts).argmax(axis=1) for name, p in predictors.items()}
+    reference = predicted["PyTorch fp32"]
+    latencies = batch_1_latencies_ms(predictors, texts[:batch_1_examples])
+    throughput = examples_per_second(predictors, texts[:timing_examples])
+    table = pd.DataFrame({name: {
+        "size_mb": model_size_mb(predictor),
+        "latency_ms_batch_1_p50": float(np.percentile(latencies[name], 50)),
+        "latency_ms_batch_1_p95": float(np.percentile(latencies[name], 95)),
+        "examples_per_s_batch_32": throughput[name],
+        "accuracy": float((predicted[name] == labels).mean()),
+        "agreement_with_fp32": float((predicted[name] == reference).mean()),
+    } for name, predictor in predictors.items()}).T
+    threads = torch.get_num_threads()
+    table.index.name = f"model (CPU, {threads} thread{'s' if threads > 1 else ''})"
     return table
+
+
+def compare_to_fp32(table: pd.DataFrame) -> pd.DataFrame:
+    """Each row of a `quantization_table` against its first row (PyTorch fp32): size ratio,
+    speed-up at batch 1 (p50 latency) and at batch 32 (throughput), accuracy change in points."""
+    fp32 = table.iloc[0]
+    return pd.DataFrame({
+        "size_ratio": table["size_mb"] / fp32["size_mb"],
+        "speedup_batch_1_p50": fp32["latency_ms_batch_1_p50"] / table["latency_ms_batch_1_p50"],
+        "speedup_batch_32": table["examples_per_s_batch_32"] / fp32["examples_per_s_batch_32"],
+        "accuracy_change_points": 100 * (table["accuracy"] - fp32["accuracy"]),
+    })
+
+
+def deployment_metrics(table: pd.DataFrame) -> dict[str, float]:
+    """The figures of a `quantization_table` a run keeps in metrics.json ("deployment"):
+    keys `<row>_<figure>` with rows pytorch_fp32, pytorch_int8, onnx_fp32, onnx_int8."""
+    keys = ("pytorch_fp32", "pytorch_int8", "onnx_fp32", "onnx_int8")
+    ratios = compare_to_fp32(table)
+    values: dict[str, float] = {}
+    for key, (_name, row), (_, ratio) in zip(keys, table.iterrows(), ratios.iterrows()):
+        values.update({f"{key}_{column}": float(value) for column, value in
+                       [*row.items(), *ratio.items()]})
+    # the names earlier runs used, for readers of older reports
+    values.update(fp32_size_mb=values["pytorch_fp32_size_mb"],
+                  int8_size_mb=values["pytorch_int8_size_mb"])
+    return values
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(axis=-1, keepdims=True)
     exp = np.exp(shifted)
     return exp / exp.sum(axis=-1, keepdims=True)
+
+
+# model card ------------------------------------------------------------------------------
+
+CARD_SPLITS = ("validation", "test")
+# training keys the card lists, in this order (every key: run_config.json beside it)
+CARD_TRAINING_KEYS = ("epochs", "max_steps", "batch_size", "grad_accum_steps", "lr", "schedule",
+                      "warmup_ratio", "weight_decay", "max_length", "precision", "seed")
+
+
+def model_card(run_dir: str | Path) -> str:
+    """The export's README.md, a Hugging Face model card (YAML metadata, then Markdown), from
+    the run folder's own files: run_config.json (the run's, or its model/'s), metrics.json and,
+    when notebook 04 wrote it, tables/slices_validation.csv. Nothing in it is typed by hand:
+    a figure the run did not record is said to be missing, never filled in.
+
+    Supported: classification runs (`sftlib run`, notebooks 01-05, or `sftlib train`, which
+    records fewer sections). Not supported: instruction runs (their export has no card).
+    """
+    run_dir = resolve_path(run_dir)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    config = _run_config_values(run_dir)
+    slices_path = run_dir / "tables" / "slices_validation.csv"
+    slices = pd.read_csv(slices_path) if slices_path.is_file() else None
+    labels = _model_labels(run_dir / "model") or metrics.get("data", {}).get("labels") or []
+    sections = [_card_model(config, labels), _card_data(config, metrics),
+                _card_training(config, metrics), _card_scores(metrics),
+                _card_calibration(metrics), _card_slices(slices), _card_use(config, labels)]
+    title = f"# {config.get('model')} fine-tuned on {config.get('dataset')} ({run_dir.name})"
+    note = ("Generated by `sftlib.deploy.model_card` from this run's `metrics.json` and "
+            "`run_config.json`; regenerate it rather than edit it.")
+    return "\n\n".join(["---\n" + yaml.safe_dump(_card_metadata(config, metrics, run_dir.name),
+                                                  sort_keys=False) + "---",
+                         title, note, *sections]) + "\n"
+
+
+def _model_labels(model_dir: Path) -> list[str] | None:
+    path = model_dir / "config.json"
+    if not path.is_file():
+        return None
+    id2label = json.loads(path.read_text()).get("id2label", {})
+    return [id2label[str(i)] for i in range(len(id2label))]
+
+
+def _run_config_values(run_dir: Path) -> dict[str, Any]:
+    for path in (run_dir / "run_config.json", run_dir / "model" / "run_config.json"):
+        if path.is_file():
+            return json.loads(path.read_text())
+    raise FileNotFoundError(f"{run_dir}: no run_config.json (nor model/run_config.json)")
+
+
+def _base_model(spec: str) -> dict[str, str | None]:
+    """The base model of a RunConfig `model`: its hub id (or None), its license line, and that
+    license as a Hugging Face license id ("other" when not known). An asset's license line
+    names the upstream model and its license: "Apache-2.0 (model: OWNER/NAME); ..."."""
+    if spec in assets.ASSETS:
+        line = assets.ASSETS[spec].license
+        upstream = re.match(r"([\w.-]+) \(model: ([\w.-]+/[\w.-]+)\)", line)
+        return {"hub_id": upstream.group(2) if upstream else None, "license_line": line,
+                "license": upstream.group(1).lower() if upstream else "other"}
+    if assets.looks_like_hub_id(spec):
+        return {"hub_id": spec, "license_line": "see the base model's own card",
+                "license": "other"}
+    return {"hub_id": None, "license_line": "not recorded (a local folder)", "license": "other"}
+
+
+def _card_metadata(config: dict, metrics: dict, name: str) -> dict[str, Any]:
+    base = _base_model(str(config.get("model")))
+    metadata: dict[str, Any] = {
+        "license": base["license"], "library_name": "transformers",
+        "pipeline_tag": "text-classification", "tags": ["sftlib", "text-classification"]}
+    if base["hub_id"]:
+        metadata["base_model"] = base["hub_id"]
+    results = [{"task": {"type": "text-classification"},
+                "dataset": {"name": str(config.get("dataset")), "type": str(config.get("dataset")),
+                            "split": split},
+                "metrics": [{"type": "accuracy", "value": round(metrics[split]["accuracy"], 4)},
+                            {"type": "f1", "name": "macro-F1",
+                             "value": round(metrics[split].get("f1", float("nan")), 4)}]}
+               for split in CARD_SPLITS if "accuracy" in metrics.get(split, {})]
+    if results:
+        metadata["model-index"] = [{"name": name, "results": results}]
+    return metadata
+
+
+def _card_model(config: dict, labels: list[str]) -> str:
+    base = _base_model(str(config.get("model")))
+    return "\n".join([
+        "## Model", "",
+        f"- base model: `{config.get('model')}`" + (f" (`{base['hub_id']}`)"
+                                                   if base["hub_id"] else ""),
+        f"- base model license: {base['license_line']}; the fine-tuned weights inherit it",
+        "- architecture: the base encoder with a sequence-classification head "
+        f"({len(labels)} labels: {', '.join(map(str, labels))})"])
+
+
+def _split_sizes(metrics: dict) -> dict[str, int]:
+    """Rows per split as the run recorded them: notebook 01's data section, else the example
+    counts of notebook 04's analysis."""
+    sizes = dict(metrics.get("data", {}).get("rows", {}))
+    for split in CARD_SPLITS:
+        examples = metrics.get(f"analysis_{split}", {}).get("examples")
+        if split not in sizes and examples:
+            sizes[split] = examples
+    return sizes
+
+
+def _card_data(config: dict, metrics: dict) -> str:
+    spec = str(config.get("dataset"))
+    asset = assets.ASSETS.get(spec)
+    source = f"{asset.description}; license {asset.license}" if asset else "see its source"
+    sizes = _split_sizes(metrics)
+    rows = [f"| {split} | {sizes[split]:,} |" for split in ("train", *CARD_SPLITS)
+            if split in sizes]
+    subsets = {key: config.get(key) for key in ("train_subset", "eval_subset")}
+    return "\n".join([
+        "## Data", "", f"- dataset: `{spec}` ({source})",
+        f"- text column `{config.get('text_column')}`, label column "
+        f"`{config.get('label_column')}`; subsets {subsets} (None: the whole split), seed "
+        f"{config.get('seed')}", "",
+        *(["| split | rows |", "| --- | --- |", *rows] if rows else
+          ["Split sizes: not recorded in this run's metrics.json (notebook 01 records them)."])])
+
+
+def _card_training(config: dict, metrics: dict) -> str:
+    training = metrics.get("training", {})
+    settings = ", ".join(f"{key} {config.get(key)}" for key in CARD_TRAINING_KEYS)
+    done = (f"- {training['steps']} steps ({training['epochs']} epochs) in "
+            f"{training['runtime_s']} s on {training.get('hardware', 'unrecorded hardware')}"
+            if "steps" in training else "- training summary: not recorded")
+    return "\n".join(["## Training", "", f"- settings: {settings}", done,
+                      "- every setting: `run_config.json` in this folder"])
+
+
+def _card_scores(metrics: dict) -> str:
+    """Accuracy with its 95% Wilson interval, macro-F1 and loss per split."""
+    sizes = _split_sizes(metrics)
+    rows = []
+    for split in CARD_SPLITS:
+        scores = metrics.get(split, {})
+        if "accuracy" not in scores:
+            continue
+        total = sizes.get(split)
+        interval = "not recorded (split size unknown)"
+        if total:
+            low, high = _wilson(round(scores["accuracy"] * total), total)
+            interval = f"[{low:.4f}, {high:.4f}]"
+        f1, loss = scores.get("f1", float("nan")), scores.get("loss", float("nan"))
+        rows.append(f"| {split} | {total or '?'} | {scores['accuracy']:.4f} | {interval} | "
+                    f"{f1:.4f} | {loss:.4f} |")
+    if not rows:
+        return "## Evaluation\n\nNo validation or test scores in this run's metrics.json."
+    return "\n".join(["## Evaluation", "",
+                      "Rows: held-out splits, scored once after training.",
+                      "", "| split | examples | accuracy | 95% interval (Wilson) | macro-F1 | "
+                      "loss |", "| --- | --- | --- | --- | --- | --- |", *rows])
+
+
+def _wilson(correct: int, total: int) -> tuple[float, float]:
+    """95% Wilson score interval (scipy), the interval notebook 04's slices use
+    (`sftlib.analysis.wilson_interval`, which imports this module, so it is not imported)."""
+    interval = binomtest(correct, total).proportion_ci(0.95, method="wilson")
+    return float(interval.low), float(interval.high)
+
+
+def _card_calibration(metrics: dict) -> str:
+    calibration = metrics.get("calibration")
+    if not calibration:
+        return "## Calibration\n\nNot measured in this run (notebook 04 fits a temperature)."
+    temperature = calibration["temperature"]
+    lean = "overconfident" if temperature > 1 else "underconfident"
+    return "\n".join([
+        "## Calibration", "",
+        f"Temperature T = {temperature:.3f}, fitted on {calibration.get('fitted_on')} "
+        f"(the model is {lean} as trained): divide the logits by T before the softmax for "
+        "probabilities that match observed accuracy. On test, NLL "
+        f"{calibration['test_nll_before']:.4f} -> {calibration['test_nll_after']:.4f} and ECE "
+        f"{calibration['test_ece_before']:.4f} -> {calibration['test_ece_after']:.4f}; the "
+        "probabilities this folder returns are the uncalibrated ones (T = 1)."])
+
+
+def _card_slices(slices: pd.DataFrame | None) -> str:
+    """Slices whose 95% interval lies entirely below the overall accuracy (notebook 04's test
+    of a real weakness); failing that, the three lowest, marked as within noise."""
+    if slices is None:
+        return "## Known weak slices\n\nNot measured in this run (notebook 04 measures them)."
+    overall = float(slices.loc[slices["slice"] == "all", "accuracy"].iloc[0])
+    parts = slices[slices["slice"] != "all"]
+    weak = parts[parts["ci_high"] < overall]
+    intro = (f"Validation slices whose 95% Wilson interval lies entirely below the overall "
+             f"accuracy ({overall:.4f}):")
+    if weak.empty:
+        weak = parts.nsmallest(3, "accuracy")
+        intro = (f"No validation slice's 95% interval lies entirely below the overall accuracy "
+                 f"({overall:.4f}); the three lowest, within noise:")
+    rows = [f"| {r.slice} | {r.value} | {r.examples} | {r.accuracy:.4f} | "
+            f"[{r.ci_low:.4f}, {r.ci_high:.4f}] |" for r in weak.itertuples()]
+    return "\n".join(["## Known weak slices", "", intro, "",
+                      "| slice | value | examples | accuracy | 95% interval |",
+                      "| --- | --- | --- | --- | --- |", *rows])
+
+
+def _card_use(config: dict, labels: list[str]) -> str:
+    return "\n".join([
+        "## Intended use and limitations", "",
+        f"- Intended: sorting texts like those of `{config.get('dataset')}` into "
+        f"{' / '.join(map(str, labels))}, "
+        "in bulk or behind the small server (`sftlib serve`), with a person reviewing what "
+        "matters.",
+        f"- Texts are cut at {config.get('max_length')} tokens: the model never reads the rest.",
+        "- The scores above hold for data like the validation and test splits (same source, "
+        "same period). Other domains and languages were not measured: expect lower scores "
+        "there. Known weak slices: where it already fails on its own data.",
+        "- Not for decisions about people; the probabilities are uncalibrated (see "
+        "Calibration).", "",
+        "## How to use", "",
+        "```python\nfrom transformers import pipeline\n\nclassifier = pipeline("
+        '"text-classification", model="PATH/TO/THIS/FOLDER", top_k=None)\n```', "",
+        "`sftlib predict --model THIS_FOLDER [--backend onnx] [--int8] TEXT...`, or "
+        "`sftlib serve --model THIS_FOLDER` (sftlib's docs/analysis_and_deployment.md). "
+        "`model.onnx` / `model.int8.onnx`, when present, are the ONNX graphs "
+        "(`sftlib export --onnx`), with their check against PyTorch in `onnx_export.json`."])
 
 
 def trained_config(model_dir: str | Path, changes: dict[str, Any] | None = None):
