@@ -36,7 +36,7 @@ from typing import Any
 
 from sftlib import assets, html_report
 from sftlib.config import RunConfig
-from sftlib.live import HEADLESS_ENV
+from sftlib.live import HEADLESS_ENV, read_records
 from sftlib.report import Report, new_run_dir, project_root, write_json_atomic
 from sftlib.tasks import get_task
 
@@ -216,19 +216,14 @@ class ProgressPrinter:
 
 
 def last_step(metrics_log: Path) -> tuple[int, int] | None:
-    """(step, max_steps) of the newest training record in metrics.jsonl, if any."""
+    """(step, max_steps) of the newest training record in metrics.jsonl, if any (a line
+    being written is skipped by `live.read_records`)."""
     try:
-        lines = metrics_log.read_text().splitlines()
-    except OSError:
+        records = read_records(metrics_log)
+    except (OSError, ValueError):
         return None
-    for line in reversed(lines):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line being written
-        if record.get("max_steps"):
-            return int(record["step"]), int(record["max_steps"])
-    return None
+    steps = [r for r in records if r.get("max_steps")]
+    return (int(steps[-1]["step"]), int(steps[-1]["max_steps"])) if steps else None
 
 
 def _clock(seconds: float) -> str:
