@@ -11,7 +11,7 @@ PORT ?= 8888
 # strip with the same keys (tests/notebook_checks.py)
 STRIP_KEYS := metadata.language_info
 
-.PHONY: run test test-fast lab lint strip git-filters bench browser-deps clean-venv
+.PHONY: run test test-fast lab lint strip git-filters bench browser-deps clean-venv tensorboard
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required (found " + sys.version.split()[0] + "); set PYTHON=python3.11")'
@@ -55,6 +55,10 @@ browser-deps:
 lab: $(STAMP) git-filters
 	$(VENV)/bin/jupyter lab --no-browser --ip=127.0.0.1 --port=$(PORT) --ServerApp.root_dir=$(CURDIR) \
 	  $(if $(filter 0,$(shell id -u)),--allow-root)  # containers run as root
+
+# TensorBoard on every run folder's tensorboard/ (runs with --set report_to=tensorboard)
+tensorboard: $(STAMP)
+	$(VENV)/bin/tensorboard --logdir reports --host 127.0.0.1 --port $(or $(TB_PORT),6006)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.bench_train $(ARGS)

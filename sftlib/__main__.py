@@ -2,6 +2,10 @@
 
     sftlib run [--config FILE] [--set key=value ...] [--notebooks 01 03] [--reports-dir DIR]
     sftlib runs [--reports-dir DIR] [--json]
+    sftlib sweep [--config FILE] [--set k=v ...] --grid key=v1,v2 [--seeds K] [--samples N]
+                 [--notebooks 03] [--sweep-dir DIR] [--devices auto|cpu|0,1] [--no-compare]
+    sftlib sweep --search optuna --trials N --range key=low:high[:log] [--storage URL]
+    sftlib compare RUN_OR_SWEEP... [--output DIR] [--metric accuracy] [--alpha 0.05]
     sftlib train [--config FILE] [--set key=value ...] [--output-dir DIR] [--resume]
     sftlib assets list [--json] | sftlib assets fetch NAME
     sftlib config [--config FILE] [--set key=value ...]
@@ -54,6 +58,50 @@ def build_parser() -> argparse.ArgumentParser:
     runs = sub.add_parser("runs", help="the run folders and how each ended")
     _reports_dir_arg(runs)
     runs.add_argument("--json", action="store_true")
+
+    sweep = sub.add_parser("sweep", help="many runs: a grid, random points of it, seeds, "
+                           "or an Optuna search; resumable",
+                           description="Run every point of a grid (x seeds) as an ordinary "
+                           "run into one sweep folder; run the same command again to finish "
+                           "a killed or partly failed sweep.", epilog=_keys_epilog(),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    _config_args(sweep)
+    sweep.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                       help="values of one RunConfig key (repeatable: the product is swept)")
+    sweep.add_argument("--seeds", type=int, default=1, help="seeds per point: the config's "
+                       "seed, seed+1, ... (default 1)")
+    sweep.add_argument("--samples", type=int, help="run N distinct random points of the grid")
+    sweep.add_argument("--sample-seed", type=int, default=0, help="seed of --samples and of "
+                       "the Optuna sampler (default 0)")
+    sweep.add_argument("--notebooks", nargs="+", help="per point, e.g. 03 to train only "
+                       "(default: all)")
+    sweep.add_argument("--sweep-dir", help="the sweep folder (default: reports/sweep-<hash of "
+                       "these arguments>, so the same command finds it again)")
+    sweep.add_argument("--devices", default="auto", help="auto (one run per GPU when there "
+                       "are several, else one at a time), cpu, or GPU numbers like 0,1")
+    sweep.add_argument("--no-compare", action="store_true",
+                       help="skip the comparison of the runs at the end")
+    sweep.add_argument("--search", choices=("optuna",), help="hyper-parameter search instead "
+                       "of the grid's product")
+    sweep.add_argument("--trials", type=int, default=10, help="complete trials the study "
+                       "should hold (all workers together; default 10)")
+    sweep.add_argument("--range", dest="ranges", action="append", default=[],
+                       metavar="KEY=LOW:HIGH[:log]", help="a numeric range for --search")
+    sweep.add_argument("--storage", help="Optuna RDB URL shared by all workers (default "
+                       "sqlite:///<sweep folder>/optuna.db)")
+    sweep.add_argument("--study", help="the study's name (default: the sweep folder's)")
+    _reports_dir_arg(sweep)
+
+    compare = sub.add_parser("compare", help="compare runs and sweeps: curves, mean ± std, "
+                             "paired significance (runs notebook 06)")
+    compare.add_argument("runs", nargs="+", metavar="RUN_OR_SWEEP",
+                         help="run folders, sweep folders, folders of runs, or 'latest'")
+    compare.add_argument("--output", help="comparison folder (default <sweep>/comparison, "
+                         "else reports/comparison; never overwritten)")
+    compare.add_argument("--metric", default="accuracy", choices=("accuracy", "f1", "loss"),
+                         help="what ranks the configs, on validation (default accuracy)")
+    compare.add_argument("--alpha", type=float, default=0.05, help="test level (default 0.05)")
+    compare.add_argument("--bootstrap-resamples", type=int, default=2000)
 
     train = sub.add_parser("train", help="fine-tune without notebooks (torchrun / accelerate)")
     _config_args(train)
@@ -229,6 +277,95 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from sftlib import search, sweep
+
+    base = load_config(args.config, args.overrides)
+    grid = sweep.parse_grid(args.grid)
+    if args.search:
+        ranges = search.parse_ranges(args.ranges)
+        search.check_space(base, ranges, grid)
+        points: list = []
+    elif args.ranges:
+        raise ConfigError("--range is for --search optuna; a grid takes --grid key=v1,v2")
+    else:
+        points = sweep.build_points(base, grid, args.seeds, args.samples, args.sample_seed)
+    notebooks = select_notebook_names(base.task, args.notebooks)
+    spec = sweep.spec_of(base, grid, args.seeds, args.samples, args.sample_seed, notebooks)
+    if args.search:
+        spec.update(search="optuna", ranges=search.parse_ranges(args.ranges))
+    sweep_dir = (Path(args.sweep_dir).resolve() if args.sweep_dir
+                 else sweep.default_sweep_dir(spec, args.reports_dir))
+    devices = sweep.cuda_devices(args.devices)
+    sweep.preflight_inputs(points or sweep.build_points(base, {}), print)
+    job = sweep.Sweep(sweep_dir, spec, points, notebooks)
+    if args.search:
+        result = search.run_search(base, job, ranges, grid, args.trials, args.storage,
+                                   args.study or sweep_dir.name, args.seeds, args.sample_seed)
+        print(f"[search] {result['complete']} complete trials; best: {result['best']}")
+        failed = result["complete"] < args.trials
+    else:
+        try:
+            counts = job.run(devices)
+        except sweep.SweepError as error:
+            print(f"sftlib: {error}", file=sys.stderr)
+            return 1
+        print(f"[sweep] {counts['ok']} ok, {counts['failed']} failed: {job.index_path}")
+        failed = counts["failed"] > 0
+    if not args.no_compare and get_task(base.task).comparison_notebook:
+        _compare_after_sweep(sweep_dir)
+    return 1 if failed else 0
+
+
+def select_notebook_names(task: str, names: list[str] | None) -> list[str] | None:
+    from sftlib.pipeline import select_notebooks
+
+    return select_notebooks(task, names) if names else None
+
+
+def _compare_after_sweep(sweep_dir: Path) -> None:
+    from sftlib import compare
+
+    try:
+        cfg = compare.CompareConfig(runs=[str(sweep_dir)],
+                                    output_dir=str(compare.default_output_dir([str(sweep_dir)])))
+        output = compare.run_comparison(cfg)
+    except compare.CompareError as error:
+        print(f"[sweep] no comparison: {error}")
+        return
+    _print_comparison(output)
+
+
+def _print_comparison(output: Path) -> None:
+    result = json.loads((output / "comparison.json").read_text())
+    print(f"[compare] ranking by validation {result['metric']}:")
+    for number, label in enumerate(result["ranking"], start=1):
+        row = result["summary"][label]
+        mean, std = row[f"validation/{result['metric']}/mean"], \
+            row[f"validation/{result['metric']}/std"]
+        print(f"  {number}. {label}: {mean:.4f}" + (f" ± {std:.4f}" if std is not None else ""))
+    for line in result["verdicts"]:
+        print(f"[compare] {line}")
+    for page in sorted((output / "html").glob("*.html")):
+        print(f"[compare] open {page}")
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from sftlib import compare
+
+    cfg = compare.CompareConfig(runs=args.runs, metric=args.metric, alpha=args.alpha,
+                                bootstrap_resamples=args.bootstrap_resamples,
+                                output_dir=args.output or
+                                str(compare.default_output_dir(args.runs)))
+    try:
+        output = compare.run_comparison(cfg)
+    except compare.CompareError as error:
+        print(f"sftlib: {error}", file=sys.stderr)
+        return 2
+    _print_comparison(output)
+    return 0
+
+
 def cmd_runs(args: argparse.Namespace) -> int:
     from sftlib.pipeline import list_runs
 
@@ -262,7 +399,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         with train.naming_a_full_disk(report.dir):
             run = train.prepare_training(cfg, report.dir, notebook=False, resume=args.resume)
             output = run.trainer.train(resume_from_checkpoint=checkpoint)
-            scores = train.evaluate_splits(run)
+            scores = train.evaluate_splits(run, predictions_dir=report.dir / "predictions")
             train.save_final(run.trainer, cfg, report.model_dir)
             if run.trainer.is_world_process_zero():
                 report.metrics("training", train.training_summary(run, output))
@@ -517,7 +654,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 COMMANDS = {"run": cmd_run, "runs": cmd_runs, "train": cmd_train, "assets": cmd_assets,
             "config": cmd_config, "predict": cmd_predict, "export": cmd_export,
-            "serve": cmd_serve, "data": cmd_data, "tokens": cmd_tokens, "analyze": cmd_analyze}
+            "serve": cmd_serve, "sweep": cmd_sweep, "compare": cmd_compare, "data": cmd_data,
+            "tokens": cmd_tokens, "analyze": cmd_analyze}
 
 
 def _quiet_progress_bars() -> None:

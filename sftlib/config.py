@@ -49,6 +49,7 @@ HF_SCHEDULES = ("hf:linear", "hf:cosine", "hf:cosine_with_restarts", "hf:polynom
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 EVAL_STRATEGIES = ("epoch", "steps", "no")
 METRICS = ("accuracy", "f1", "loss")
+REPORTERS = ("none", "tensorboard")  # sftlib.live's metrics.jsonl is written either way
 # Upper bounds that only a mistake reaches (a typo, an extra zero, a value meant for another key)
 MAX_EPOCHS = 1000
 MAX_STEPS = 10_000_000  # max_steps, logging_steps, eval_steps, patience, checkpoints kept
@@ -122,6 +123,7 @@ class RunConfig:
     output_dir: str = "reports/interactive"  # relative to the project root; runs get their own
     plot_interval_s: float = 2.0  # minimum seconds between live-plot redraws
     plot_max_share: float = 0.015  # redraws may take at most this share of training time
+    report_to: str = "none"  # "tensorboard": also event files in <run>/tensorboard/
 
     def __post_init__(self) -> None:
         validate(self)
@@ -186,6 +188,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         values.update(loaded)
     values.update(parse_overrides(overrides or []))
     return RunConfig.from_dict(values)
+
+
+def coerce_value(key: str, value: Any) -> Any:
+    """`value` as RunConfig's field `key` takes it ("1e-4" -> 0.0001), else ConfigError."""
+    return _coerce(key, value, typing.get_type_hints(RunConfig)[key])
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
@@ -342,6 +349,7 @@ def validate(cfg: RunConfig) -> None:
     _one_of(cfg, "precision", PRECISIONS)
     _one_of(cfg, "eval_strategy", EVAL_STRATEGIES)
     _one_of(cfg, "metric_for_best", METRICS)
+    _one_of(cfg, "report_to", REPORTERS)
     if isinstance(cfg.max_length, str) and cfg.max_length != "auto":
         raise ConfigError(f"max_length: an integer >= 8 or 'auto', got {cfg.max_length!r}")
     if isinstance(cfg.max_length, int) and not 8 <= cfg.max_length <= 8192:

@@ -155,6 +155,19 @@ def _kernel_env(root: Path) -> dict[str, str]:
     return env
 
 
+@contextlib.contextmanager
+def kernel_environment(root: Path):
+    """`_kernel_env` in this process's environment while papermill starts kernels (it starts
+    them with this process's environment), restored after."""
+    saved_env = dict(os.environ)
+    os.environ.update(_kernel_env(root))
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_env)
+
+
 def failing_cell(notebook_path: Path) -> tuple[int | None, str]:
     """Index (among code cells, 1-based) and first line of the cell that raised."""
     import nbformat
@@ -337,12 +350,10 @@ def run_pipeline(cfg: RunConfig, notebooks: list[str] | None = None,
     }
     write_json_atomic(run_dir / "manifest.json", manifest)
     log(f"[run] report folder: {run_dir}")
-    env = _kernel_env(root)
-    saved_env = dict(os.environ)
-    os.environ.update(env)  # papermill starts the kernel with this process's environment
     try:
-        for name in names:
-            _run_one(pm, name, root, run_dir, cfg, kernel_name, manifest, log)
+        with kernel_environment(root):
+            for name in names:
+                _run_one(pm, name, root, run_dir, cfg, kernel_name, manifest, log)
     except PipelineError:
         _finish(run_dir, manifest, report, "failed")
         raise
@@ -352,27 +363,38 @@ def run_pipeline(cfg: RunConfig, notebooks: list[str] | None = None,
         logging.getLogger("asyncio").setLevel(logging.CRITICAL)
         _finish(run_dir, manifest, report, "interrupted")
         raise RunInterrupted(f"interrupted; the partial report is kept in {run_dir}") from None
-    finally:
-        os.environ.clear()
-        os.environ.update(saved_env)
     _finish(run_dir, manifest, report, "ok")
     return run_dir
+
+
+def execute_notebook(source: Path, run_dir: Path, parameters: dict[str, Any], root: Path,
+                     kernel_name: str = "python3", log: Callable[[str], None] = print) -> Path:
+    """Execute `source` with papermill into `run_dir`/notebooks/ and export its HTML into
+    `run_dir`/html/ (kernel stderr to logs/, a progress line while it runs); raises
+    papermill's PapermillExecutionError, the executed notebook kept."""
+    import papermill as pm
+
+    name = source.stem
+    executed = run_dir / "notebooks" / f"{name}.ipynb"
+    executed.parent.mkdir(parents=True, exist_ok=True)
+    with kernel_stderr_to(run_dir / "logs" / f"{name}.log"), \
+            ProgressPrinter(name, run_dir / "metrics.jsonl", log):
+        pm.execute_notebook(str(source), str(executed), parameters=parameters,
+                            kernel_name=kernel_name, cwd=str(root), progress_bar=False,
+                            log_output=False, report_mode=False)
+    html_report.export_html(executed, run_dir / "html" / f"{name}.html")
+    return executed
 
 
 def _run_one(pm, name: str, root: Path, run_dir: Path, cfg: RunConfig, kernel_name: str,
              manifest: dict, log: Callable[[str], None]) -> None:
     source = notebook_dir(cfg.task, root) / f"{name}.ipynb"
     executed = run_dir / "notebooks" / f"{name}.ipynb"
-    executed.parent.mkdir(parents=True, exist_ok=True)
     log(f"[run] {name} ...")
     began = time.perf_counter()
     try:
-        with kernel_stderr_to(run_dir / "logs" / f"{name}.log"), \
-                ProgressPrinter(name, run_dir / "metrics.jsonl", log):
-            pm.execute_notebook(str(source), str(executed),
-                                parameters=notebook_parameters(cfg, source, root),
-                                kernel_name=kernel_name, cwd=str(root), progress_bar=False,
-                                log_output=False, report_mode=False)
+        execute_notebook(source, run_dir, notebook_parameters(cfg, source, root), root,
+                         kernel_name, log)
     except pm.PapermillExecutionError as error:
         cell, first_line = failing_cell(executed)
         manifest["notebooks"][name] = {"status": "failed", "seconds": time.perf_counter() - began,
@@ -383,7 +405,6 @@ def _run_one(pm, name: str, root: Path, run_dir: Path, cfg: RunConfig, kernel_na
             f"notebook {name} failed in code cell {cell} ({first_line!r}): "
             f"{error.ename}: {error.evalue}\n  partial report kept in {run_dir}") from None
     seconds = time.perf_counter() - began
-    html_report.export_html(executed, run_dir / "html" / f"{name}.html")
     manifest["notebooks"][name] = {"status": "ok", "seconds": round(seconds, 1)}
     write_json_atomic(run_dir / "manifest.json", manifest)
     log(f"[run] {name} done in {seconds:.0f} s")

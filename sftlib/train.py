@@ -366,8 +366,9 @@ def resume_checkpoint(checkpoint_dir: str | Path, resume: bool) -> str | None:
 
 
 # What a training stage writes into its run folder. Moved aside whole by a fresh run:
-TRAINING_OUTPUTS = ("checkpoints", "model", "metrics.jsonl", "figures/training.png",
-                    "figures/lr_schedules.png")  # notebook 03 draws the schedule it trains
+# (notebook 03 draws the schedule it trains)
+TRAINING_OUTPUTS = ("checkpoints", "model", "metrics.jsonl", "predictions", "tensorboard",
+                    "figures/training.png", "figures/lr_schedules.png")
 # ...and its sections of metrics.json, which also holds sections of other stages (notebooks
 # 01 / 02 of the current run write "data", "tokens"): that file is copied, never moved.
 TRAINING_SECTIONS = ("before_training", "training", "validation", "test")
@@ -568,15 +569,40 @@ def prepare_training(cfg: RunConfig, output_dir: str | Path, notebook: bool | No
                             interval_s=cfg.plot_interval_s, metric=task.live_metric(cfg),
                             notebook=notebook, print_fn=log_fn, max_share=cfg.plot_max_share)
     trainer = build_trainer(cfg, model, tokenizer, tokenized, output_dir / "checkpoints",
-                            hardware, callbacks=[live])
+                            hardware, callbacks=[live, *tracker_callbacks(cfg, output_dir)])
     return TrainingRun(cfg, hardware, dataset, tokenizer, tokenized, max_length, trainer, live)
 
 
+def tracker_callbacks(cfg: RunConfig, output_dir: Path) -> list[TrainerCallback]:
+    """Trainer's own TensorBoard callback when `report_to="tensorboard"`, writing to
+    `<run>/tensorboard/` (Trainer's default is under checkpoints/, which a fresh run in the
+    same folder archives). metrics.jsonl stays the record sftlib reads."""
+    if cfg.report_to != "tensorboard":
+        return []
+    from transformers.integrations import TensorBoardCallback
+
+    callback = TensorBoardCallback()
+    callback.logging_dir = str(output_dir / "tensorboard")
+    return [callback]
+
+
 def evaluate_splits(run: TrainingRun, splits: tuple[str, ...] = ("validation", "test"),
-                    ) -> dict[str, dict[str, float]]:
+                    predictions_dir: str | Path | None = None) -> dict[str, dict[str, float]]:
     """The task's metrics of the (best) model on each split (classification: loss,
-    accuracy, macro-F1; instruction: loss per response token, perplexity, tokens)."""
-    return get_task(run.cfg.task).evaluate(run.trainer, run.tokenized, splits)
+    accuracy, macro-F1; instruction: loss per response token, perplexity, tokens).
+
+    With `predictions_dir`, the per-example rows of the same pass go to
+    `<predictions_dir>/<split>.csv` where the task has them (classification): what
+    `sftlib compare` pairs runs on."""
+    task = get_task(run.cfg.task)
+    if predictions_dir is None:
+        return task.evaluate(run.trainer, run.tokenized, splits)
+    scores, frames = task.evaluate_with_predictions(run.trainer, run.tokenized, splits)
+    if frames and _is_main_process():
+        Path(predictions_dir).mkdir(parents=True, exist_ok=True)
+        for split, frame in frames.items():
+            frame.to_csv(Path(predictions_dir) / f"{split}.csv", index=False)
+    return scores
 
 
 def training_summary(run: TrainingRun, train_output) -> dict[str, Any]:

@@ -4,6 +4,7 @@ the browser test (a notebook saved by JupyterLab must pass after the strip step)
 from __future__ import annotations
 
 import ast
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -19,10 +20,16 @@ MAX_PARAMETER_LINES = 20  # a list of settings, not logic
 STRIP_KEYS = "metadata.language_info"  # the Makefile's STRIP_KEYS
 
 
+def notebook_names(task: str) -> list[str]:
+    """A task's run sequence and, after it, its comparison notebook if it has one."""
+    comparison = get_task(task).comparison_notebook
+    return [*get_task(task).notebooks, *([comparison] if comparison else [])]
+
+
 def notebook_paths() -> list[tuple[str, Path]]:
-    """(task, path) of every notebook of every task's sequence, in reading order."""
+    """(task, path) of every notebook of every task, in reading order."""
     return [(task, ROOT / "notebooks" / task / f"{name}.ipynb")
-            for task in TASK_MODULES for name in get_task(task).notebooks]
+            for task in TASK_MODULES for name in notebook_names(task)]
 
 
 def stripped_text(path: Path) -> str:
@@ -45,9 +52,17 @@ def check_source(nb: nbformat.NotebookNode, task: str) -> None:
     assert all(not c.outputs and c.execution_count is None for c in code), "strip outputs"
     assert "parameters" in code[0].metadata.get("tags", []), "first code cell: parameters"
     assigned = {t.id for node in ast.parse(code[0].source).body for t in node.targets}
-    assert assigned <= set(RunConfig.field_names()), assigned - set(RunConfig.field_names())
+    if "CompareConfig" in code[1].source:
+        # the comparison notebook reads runs: its parameters are CompareConfig's
+        from sftlib.compare import CompareConfig
+
+        fields = {f.name for f in dataclasses.fields(CompareConfig)}
+        assert assigned <= fields, assigned - fields
+        assert "CompareConfig.for_notebook(globals())" in code[1].source
+    else:
+        assert assigned <= set(RunConfig.field_names()), assigned - set(RunConfig.field_names())
+        assert f'RunConfig.for_notebook(globals(), task="{task}")' in code[1].source
     assert "task" not in assigned, "the task is the notebook folder's, not a parameter"
-    assert f'RunConfig.for_notebook(globals(), task="{task}")' in code[1].source
     assert nb.cells[0].cell_type == "markdown" and len(nb.cells[0].source) > 300
     assert len(code[0].source.splitlines()) <= MAX_PARAMETER_LINES, code[0].source
     for cell in code[1:]:

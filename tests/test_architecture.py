@@ -9,7 +9,8 @@ from sftlib.tasks import TASK_MODULES, get_task
 
 PACKAGE = Path(__file__).resolve().parents[1] / "sftlib"
 STAGES_WITHOUT_TASK_BRANCHES = ("train.py", "pipeline.py", "__main__.py", "data.py",
-                                "instruction_data.py", "tokens.py", "live.py", "report.py")
+                                "instruction_data.py", "tokens.py", "live.py", "report.py",
+                                "sweep.py", "search.py", "compare.py", "significance.py")
 
 
 def _module_name(path: Path) -> str:

@@ -13,6 +13,7 @@ from notebook_checks import (
     check_source,
     committed_text,
     noise_in,
+    notebook_names,
     notebook_paths,
     stripped_text,
 )
@@ -45,7 +46,7 @@ def test_notebooks_are_committed_without_outputs(task, path):
 def test_every_task_has_exactly_its_notebooks():
     for task in TASK_MODULES:
         on_disk = sorted(p.stem for p in notebook_dir(task).glob("*.ipynb"))
-        assert on_disk == sorted(get_task(task).notebooks), task
+        assert on_disk == sorted(notebook_names(task)), task
     assert not list((ROOT / "notebooks").glob("*.ipynb")), "notebooks live in notebooks/<task>/"
 
 
@@ -94,6 +95,14 @@ def test_pipeline_writes_a_complete_report(tiny_run):
                    "training", "confusion_matrix"):
         path = tiny_run / "figures" / f"{figure}.png"
         assert path.is_file() and path.stat().st_size > 5000, figure
+    import pandas as pd
+
+    for split in ("validation", "test"):  # one row per example, as `sftlib compare` pairs them
+        predictions = pd.read_csv(tiny_run / "predictions" / f"{split}.csv")
+        assert list(predictions.columns) == ["row", "id", "label", "prediction", "correct",
+                                             "loss", "confidence"]
+        assert len(predictions) == 64 and predictions["id"].is_unique
+        assert predictions["correct"].mean() == pytest.approx(metrics[split]["accuracy"])
     manifest = json.loads((tiny_run / "manifest.json").read_text())
     assert manifest["status"] == "ok" and manifest["config"]["max_steps"] == 8
     assert manifest["inputs"]["model"]["model.safetensors"].startswith("53aa5117")

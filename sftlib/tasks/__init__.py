@@ -37,6 +37,8 @@ class Task(Protocol):
 
     name: str
     notebooks: tuple[str, ...]  # file stems in notebooks/<name>/, in reading order
+    # the notebook after them that reads many runs (`sftlib compare`), or None
+    comparison_notebook: str | None
     token_averaged_loss: bool  # loss is a mean over tokens (across processes), not examples
     compute_metrics: Callable[[Any], dict[str, float]] | None  # Trainer's, per evaluation
 
@@ -76,6 +78,13 @@ class Task(Protocol):
     def evaluate(self, trainer: Any, tokenized: datasets.DatasetDict,
                  splits: tuple[str, ...]) -> dict[str, dict[str, float]]:
         """Metrics of the trainer's (best) model on each split."""
+
+    def evaluate_with_predictions(self, trainer: Any, tokenized: datasets.DatasetDict,
+                                  splits: tuple[str, ...],
+                                  ) -> tuple[dict[str, dict[str, float]], dict[str, pd.DataFrame]]:
+        """`evaluate`'s metrics and, in the same pass, one row per example of each split
+        (row, id, label, prediction, correct, loss) where the task has per-example
+        correctness, for paired comparisons of runs (`sftlib.compare`); else no frames."""
 
     def save_model(self, trainer: Any, folder: Any) -> None:
         """Weights and tokenizer into `folder`, loadable without sftlib."""

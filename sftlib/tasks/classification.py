@@ -12,11 +12,13 @@ Not supported: multi-label or regression heads, sentence pairs.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
 import datasets
 import numpy as np
+import pandas as pd
 import torch
 from sklearn.metrics import accuracy_score, f1_score
 from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, set_seed
@@ -33,6 +35,24 @@ def compute_metrics(eval_pred) -> dict[str, float]:
     predictions = np.asarray(logits).argmax(axis=-1)
     return {"accuracy": float(accuracy_score(labels, predictions)),
             "f1": float(f1_score(labels, predictions, average="macro"))}
+
+
+def prediction_rows(logits: np.ndarray, labels: np.ndarray, texts: list[str]) -> pd.DataFrame:
+    """One row per example, in split order: `row` (position in the split), `id` (the text's
+    sha1, first 12 hex digits: two runs pair only on the same texts), label, prediction,
+    correct, loss (cross-entropy, nats) and confidence (top softmax probability)."""
+    logits = torch.as_tensor(np.asarray(logits, dtype=np.float32))
+    labels_t = torch.as_tensor(np.asarray(labels, dtype=np.int64))
+    log_probs = torch.log_softmax(logits, dim=-1)
+    return pd.DataFrame({
+        "row": np.arange(len(texts)),
+        "id": [hashlib.sha1(text.encode("utf-8")).hexdigest()[:12] for text in texts],
+        "label": labels_t.numpy(),
+        "prediction": logits.argmax(-1).numpy(),
+        "correct": (logits.argmax(-1) == labels_t).numpy(),
+        "loss": (-log_probs.gather(1, labels_t[:, None])[:, 0]).numpy(),
+        "confidence": log_probs.exp().max(-1).values.numpy(),
+    })
 
 
 def build_classifier(cfg: Any, label_names: list[str], attn_implementation: str = "sdpa"):
@@ -68,6 +88,7 @@ class ClassificationTask:
     name = "classification"
     notebooks = ("01_data_inspection", "02_tokenization", "03_fine_tuning",
                  "04_error_analysis", "05_deployment")
+    comparison_notebook = "06_comparing_runs"  # reads many runs: `sftlib compare`
     # a per-example mean: Trainer's token averaging would scale it by the number of
     # processes under torchrun
     token_averaged_loss = False
@@ -113,16 +134,24 @@ class ClassificationTask:
 
     def evaluate(self, trainer: Any, tokenized: datasets.DatasetDict,
                  splits: tuple[str, ...]) -> dict[str, dict[str, float]]:
-        """Loss, accuracy and macro-F1 per split, through Trainer.evaluate."""
-        results = {}
+        """Loss, accuracy and macro-F1 per split, through Trainer.predict."""
+        return self.evaluate_with_predictions(trainer, tokenized, splits)[0]
+
+    def evaluate_with_predictions(self, trainer: Any, tokenized: datasets.DatasetDict,
+                                  splits: tuple[str, ...],
+                                  ) -> tuple[dict[str, dict[str, float]], dict[str, pd.DataFrame]]:
+        """The metrics and every example's prediction, from one Trainer.predict per split."""
+        results, frames = {}, {}
         columns = trainer.train_dataset.column_names
         for split in splits:
-            scores = trainer.evaluate(tokenized[split].select_columns(columns),
-                                      metric_key_prefix=split)
+            output = trainer.predict(tokenized[split].select_columns(columns),
+                                     metric_key_prefix=split)
             results[split] = {key.removeprefix(f"{split}_"): value
-                              for key, value in scores.items()
+                              for key, value in output.metrics.items()
                               if key.removeprefix(f"{split}_") in EVAL_KEYS}
-        return results
+            frames[split] = prediction_rows(output.predictions, output.label_ids,
+                                            tokenized[split]["text"])
+        return results, frames
 
     def save_model(self, trainer: Any, folder: Path) -> None:
         trainer.save_model(str(folder))

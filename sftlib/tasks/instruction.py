@@ -134,6 +134,7 @@ class InstructionTask:
     name = "instruction"
     notebooks = ("01_data_inspection", "02_tokenization", "03_fine_tuning",
                  "04_error_analysis", "05_deployment")
+    comparison_notebook = None  # no per-example correctness to pair runs on
     # a mean over response tokens: averaged over all processes' tokens
     token_averaged_loss = True
     compute_metrics = None  # loss only: logits of a whole split over a 49k vocabulary are GBs
@@ -198,6 +199,11 @@ class InstructionTask:
     def evaluate(self, trainer: Any, tokenized: datasets.DatasetDict,
                  splits: tuple[str, ...]) -> dict[str, dict[str, float]]:
         return {split: lm_loss(trainer, tokenized[split]) for split in splits}
+
+    def evaluate_with_predictions(self, trainer: Any, tokenized: datasets.DatasetDict,
+                                  splits: tuple[str, ...]) -> tuple[dict, dict]:
+        # generations have no right / wrong per example: nothing to pair runs on
+        return self.evaluate(trainer, tokenized, splits), {}
 
     def save_model(self, trainer: Any, folder: Path) -> None:
         """A plain causal LM: LoRA adapters merged into the weights (a model that needs no

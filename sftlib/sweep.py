@@ -1,0 +1,446 @@
+"""`sftlib sweep`: many ordinary runs from one command, resumable.
+
+    sftlib sweep --config configs/smoke.yaml --grid lr=3e-5,1e-4,3e-4 \\
+        --grid schedule=linear,cosine --seeds 3 [--samples N] [--notebooks 03]
+
+The points are the grid's product (or `--samples N` distinct points of it drawn at random,
+seeded: random search over the grid), each with `--seeds K` seeds (the config's seed, +1,
+...). Every point is an ordinary `sftlib run` into the sweep folder (`reports/sweep-<hash>/`
+by default, the hash of the sweep's arguments), so `sftlib runs --reports-dir` lists them
+and any one opens alone. The folder's `sweep.json` is the index: the spec, every point
+with its run id, status, device and earlier attempts; `logs/<point>.log` holds each run's
+terminal output.
+
+Checked before any run starts: every point is a valid RunConfig (a bad key or value is one
+ConfigError naming the point and the key), the keys exist and are not the sweep's own
+(`output_dir`), the model and data of every distinct (model, dataset) pass the task's
+preflight. Resuming: run the same command again; a point is done when a run folder in the
+sweep folder has its exact config and ended "ok" (read from the run's own manifest, so a
+run that finished after its sweep was killed still counts), and everything else runs
+again, its earlier attempts kept on disk and listed. A failing point is recorded and the
+sweep goes on; the exit status is 1 if any point failed. One sweep process per folder
+(a lock file); Ctrl-C or SIGTERM stops the runs in flight (they end "interrupted").
+
+Devices: on a CPU, one run at a time (two would share the same cores and each take twice
+as long). With several GPUs, one run per GPU at a time: a slot per GPU, each run started
+with CUDA_VISIBLE_DEVICES set to its GPU, the next pending point going to the first slot
+that frees (`--devices 0,1,3` picks GPUs; `auto` takes all that torch sees). A run that
+itself spans GPUs (torchrun) is not what this schedules.
+
+Not supported: sweeping the task's data or model assets on several machines (use
+`--search optuna` with a shared storage, `sftlib.search`), early stopping of bad points
+(each point is a whole run), conditional grids.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import dataclasses
+import fcntl
+import hashlib
+import itertools
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sftlib.config import ConfigError, RunConfig, coerce_value, parse_overrides
+from sftlib.report import resolve_path, write_json_atomic
+
+# keys that are the sweep's to set, or that only change how a run is displayed
+SWEEP_OWNED = ("output_dir",)
+# keys that say nothing about the model a run trains: two configs differing only here are
+# one config (plotting cadence; the seed is the sweep's other axis)
+NOT_THE_RECIPE = ("output_dir", "plot_interval_s", "plot_max_share")
+Log = Callable[[str], None]
+
+
+class SweepError(RuntimeError):
+    """The sweep cannot start or go on (another process holds the folder, a folder holds
+    another sweep); one line saying what to do."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Point:
+    """One run of the sweep: the grid values (and seed) on top of the base config."""
+
+    overrides: dict[str, Any]
+    config: RunConfig
+
+    @property
+    def id(self) -> str:
+        return config_id(self.config.to_dict())
+
+    @property
+    def group(self) -> str:
+        """The config without its seed: the points that differ only in seed share it."""
+        return config_id(self.config.to_dict(), ignore=("seed",))
+
+    def label(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.overrides.items())
+
+
+def config_id(config: dict[str, Any], ignore: Sequence[str] = ()) -> str:
+    """A short stable hash of a config's recipe (NOT_THE_RECIPE and `ignore` left out)."""
+    kept = {k: v for k, v in config.items() if k not in NOT_THE_RECIPE and k not in ignore}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:10]
+
+
+# building the points -------------------------------------------------------------------
+
+def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
+    """`["lr=3e-5,1e-4", "schedule=linear,cosine"]` -> {"lr": [3e-05, 0.0001], ...}.
+
+    Values are split at commas and read as YAML scalars, as `--set` reads them; a list in
+    brackets (`lora_target_modules=[q_proj,v_proj]`... is not supported: comma-separated
+    values are always several values)."""
+    grid: dict[str, list[Any]] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key or not raw.strip():
+            raise ConfigError(f"--grid {item!r}: expected key=value1,value2,...")
+        if key in grid:
+            raise ConfigError(f"--grid {key}: given twice; put every value in one --grid")
+        if key not in RunConfig.field_names():
+            from difflib import get_close_matches
+
+            close = get_close_matches(key, RunConfig.field_names(), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError(f"--grid {key}: not a config key{hint}; `sftlib run --help` "
+                              "lists them")
+        if key in SWEEP_OWNED:
+            raise ConfigError(f"--grid {key}: the sweep sets it (each point gets its own run "
+                              "folder); use --sweep-dir for the sweep's folder")
+        try:
+            values = [coerce_value(key, parse_overrides([f"{key}={part}"])[key])
+                      for part in raw.split(",")]
+        except ConfigError as error:
+            raise ConfigError(f"--grid {error}") from None
+        if len(set(map(repr, values))) != len(values):
+            raise ConfigError(f"--grid {key}: a value is listed twice: {raw}")
+        grid[key] = values
+    return grid
+
+
+def build_points(base: RunConfig, grid: dict[str, list[Any]], seeds: int = 1,
+                 samples: int | None = None, sample_seed: int = 0) -> list[Point]:
+    """Every point, validated: the grid product (or `samples` distinct points of it), times
+    the seeds. Any invalid point is one ConfigError before anything runs."""
+    if seeds < 1:
+        raise ConfigError(f"--seeds: at least 1, got {seeds}")
+    if seeds > 1 and "seed" in grid:
+        raise ConfigError("--grid seed and --seeds both set the seed; use one of them")
+    from sftlib.pipeline import absolutize_inputs  # runs record local paths made absolute
+
+    combos = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+    if samples is not None:
+        if not 1 <= samples <= len(combos):
+            raise ConfigError(f"--samples: between 1 and the grid's {len(combos)} points, "
+                              f"got {samples}")
+        combos = random.Random(sample_seed).sample(combos, samples)
+    points = []
+    for combo in combos:
+        for offset in range(seeds):
+            overrides = dict(combo)
+            if seeds > 1:
+                overrides["seed"] = base.seed + offset
+            try:
+                config = absolutize_inputs(base.replace(**overrides))
+            except ConfigError as error:
+                shown = ", ".join(f"{k}={v!r}" for k, v in overrides.items())
+                raise ConfigError(f"sweep point {shown}: {error}") from None
+            points.append(Point(overrides, config))
+    return points
+
+
+def spec_of(base: RunConfig, grid: dict[str, list[Any]], seeds: int, samples: int | None,
+            sample_seed: int, notebooks: list[str] | None) -> dict[str, Any]:
+    """What defines a sweep: same spec, same folder, same points."""
+    return {"base": {k: v for k, v in base.to_dict().items() if k not in SWEEP_OWNED},
+            "grid": grid, "seeds": seeds, "samples": samples, "sample_seed": sample_seed,
+            "notebooks": notebooks}
+
+
+def default_sweep_dir(spec: dict[str, Any], reports_root: str | Path = "reports") -> Path:
+    digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:8]
+    return resolve_path(reports_root) / f"sweep-{digest}"
+
+
+# which points are done ------------------------------------------------------------------
+
+def finished_runs(sweep_dir: Path) -> dict[str, dict[str, Any]]:
+    """point id -> {run, status} of the run folders in `sweep_dir`, from their manifests;
+    where a point has several, an "ok" one wins, else the newest."""
+    from sftlib.pipeline import run_status
+
+    found: dict[str, dict[str, Any]] = {}
+    for manifest_path in sorted(sweep_dir.glob("*/manifest.json")):
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        point = config_id(manifest.get("config", {}))
+        entry = {"run": manifest_path.parent.name, "status": run_status(manifest),
+                 "pid": manifest.get("pid")}
+        if found.get(point, {}).get("status") != "ok":
+            found[point] = entry
+    return found
+
+
+def attempts_of(sweep_dir: Path, point_id: str) -> list[dict[str, Any]]:
+    """Every run folder of one point (oldest first) with how it ended."""
+    from sftlib.pipeline import run_status
+
+    attempts = []
+    for manifest_path in sorted(sweep_dir.glob("*/manifest.json")):
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if config_id(manifest.get("config", {})) == point_id:
+            attempts.append({"run": manifest_path.parent.name, "status": run_status(manifest)})
+    return attempts
+
+
+# scheduling ---------------------------------------------------------------------------------
+
+def cuda_devices(requested: str = "auto") -> list[str | None]:
+    """The slots runs go to: GPU ids (one run each at a time), or [None]: one run at a time
+    on whatever the run finds (the CPU, or a single GPU)."""
+    if requested == "cpu":
+        return [None]
+    if requested != "auto":
+        devices = [part.strip() for part in requested.split(",") if part.strip()]
+        if not devices or not all(d.isdigit() for d in devices):
+            raise ConfigError(f"--devices: auto, cpu, or GPU numbers like 0,1,3; got "
+                              f"{requested!r}")
+        return list(dict.fromkeys(devices))
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return [str(i) for i in range(count)] if count > 1 else [None]
+
+
+@dataclasses.dataclass
+class Launched:
+    point: Point
+    device: str | None
+    process: subprocess.Popen
+    started: float
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGKILL when the sweep process dies (Linux prctl), so a
+    killed sweep leaves no run training on without anyone to record it."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def run_on_slots(points: Sequence[Point], devices: Sequence[str | None],
+                 command: Callable[[Point], list[str]], log_path: Callable[[Point], Path],
+                 on_start: Callable[[Point, str | None], None],
+                 on_end: Callable[[Point, str | None, int], None],
+                 poll_s: float = 0.5) -> None:
+    """Run each point as a subprocess, at most one per device at a time, in order; the next
+    pending point goes to the first slot that frees. A slot's device goes to its run as
+    CUDA_VISIBLE_DEVICES. On KeyboardInterrupt the running children get SIGTERM (their runs
+    end "interrupted"), are waited for, and the interrupt goes on up."""
+    pending = list(points)
+    running: dict[int, Launched] = {}  # slot index -> its run
+    try:
+        while pending or running:
+            for slot, device in enumerate(devices):
+                if slot in running or not pending:
+                    continue
+                point = pending.pop(0)
+                env = dict(os.environ)
+                if device is not None:
+                    env["CUDA_VISIBLE_DEVICES"] = device
+                log_file = log_path(point)
+                log_file.parent.mkdir(parents=True, exist_ok=True)
+                with open(log_file, "ab") as out:
+                    process = subprocess.Popen(command(point), stdout=out,
+                                               stderr=subprocess.STDOUT, env=env,
+                                               stdin=subprocess.DEVNULL,
+                                               preexec_fn=_die_with_parent)
+                running[slot] = Launched(point, device, process, time.monotonic())
+                on_start(point, device)
+            for slot, launched in list(running.items()):
+                code = launched.process.poll()
+                if code is not None:
+                    del running[slot]
+                    on_end(launched.point, launched.device, code)
+            if running:
+                time.sleep(poll_s)
+    except KeyboardInterrupt:
+        for launched in running.values():
+            with contextlib.suppress(ProcessLookupError):
+                launched.process.send_signal(signal.SIGTERM)
+        for launched in running.values():
+            try:
+                launched.process.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                launched.process.kill()
+        raise
+
+
+# the sweep ----------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def folder_lock(sweep_dir: Path):
+    """One sweep process per folder: an flock, released by the kernel if the process dies."""
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(sweep_dir / ".lock", "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise SweepError(f"{sweep_dir} is in use by {holder}: one sweep process per folder "
+                         "(wait for it, or stop it)") from None
+    handle.truncate(0)
+    handle.write(f"sftlib sweep pid {os.getpid()}")
+    handle.flush()
+    try:
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+def last_error_line(log_file: Path) -> str:
+    """The line a failed run ended with ("[run] FAILED: ..." or "sftlib: ..."), for the index."""
+    try:
+        lines = [line for line in log_file.read_text(errors="replace").splitlines()
+                 if line.strip()]
+    except OSError:
+        return ""
+    marked = [line for line in lines if line.startswith(("[run] FAILED", "sftlib:", "[run] "
+                                                         "interrupted"))]
+    return (marked or lines or [""])[-1][:500]
+
+
+class Sweep:
+    """The sweep folder and its index; `run()` runs what is missing."""
+
+    def __init__(self, sweep_dir: Path, spec: dict[str, Any], points: list[Point],
+                 notebooks: list[str] | None, log: Log = print) -> None:
+        self.dir, self.spec, self.points, self.notebooks, self.log = (
+            sweep_dir, spec, points, notebooks, log)
+        self.index_path = sweep_dir / "sweep.json"
+        self.entries: dict[str, dict[str, Any]] = {}
+
+    def check_spec(self) -> None:
+        """A folder holding another sweep is never mixed into this one."""
+        if not self.index_path.is_file():
+            return
+        try:
+            earlier = json.loads(self.index_path.read_text()).get("spec")
+        except (OSError, json.JSONDecodeError):
+            raise SweepError(f"{self.index_path} is damaged; move it away to start this sweep "
+                             "there, or use another --sweep-dir") from None
+        if earlier != json.loads(json.dumps(self.spec)):
+            raise SweepError(f"{self.dir} holds another sweep (its sweep.json has a different "
+                             "grid, seeds or base config); use another --sweep-dir, or omit "
+                             "it for a folder named after these arguments")
+
+    def write_index(self, status: str) -> None:
+        write_json_atomic(self.index_path, {
+            "sweep": self.dir.name, "status": status, "pid": os.getpid(),
+            "updated_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+            "spec": self.spec, "points": [self.entries[p.id] for p in self.points]})
+
+    def refresh(self) -> list[Point]:
+        """Entries from the run folders on disk; returns the points still to run."""
+        done = finished_runs(self.dir)
+        todo = []
+        for number, point in enumerate(self.points, start=1):
+            found = done.get(point.id, {})
+            status = found.get("status", "pending")
+            self.entries[point.id] = {
+                "number": number, "point": point.id, "group": point.group,
+                "overrides": point.overrides, "seed": point.config.seed,
+                "status": "ok" if status == "ok" else "pending", "run": found.get("run"),
+                "attempts": attempts_of(self.dir, point.id)}
+            if status != "ok":
+                todo.append(point)
+        return todo
+
+    def command(self, point: Point) -> list[str]:
+        config_file = self.dir / "configs" / f"{point.id}.json"
+        point.config.save(config_file)
+        command = [sys.executable, "-m", "sftlib", "run", "--config", str(config_file),
+                   "--reports-dir", str(self.dir)]
+        return command + (["--notebooks", *self.notebooks] if self.notebooks else [])
+
+    def log_file(self, point: Point) -> Path:
+        return self.dir / "logs" / f"{point.id}.log"
+
+    def run(self, devices: Sequence[str | None]) -> dict[str, int]:
+        """Runs every point not done yet; returns the count per final status."""
+        with folder_lock(self.dir):
+            self.check_spec()
+            todo = self.refresh()
+            total = len(self.points)
+            self.log(f"[sweep] {self.dir}: {total} runs, {total - len(todo)} done, "
+                     f"{len(todo)} to run" + (f" on GPUs {', '.join(map(str, devices))}"
+                                               if devices != [None] else ""))
+            self.write_index("running")
+
+            def on_start(point: Point, device: str | None) -> None:
+                entry = self.entries[point.id]
+                entry.update(status="running", device=device, run=None)
+                self.write_index("running")
+                self.log(f"[sweep] {entry['number']}/{total} {point.label() or 'base'} ...")
+
+            def on_end(point: Point, device: str | None, code: int) -> None:
+                entry = self.entries[point.id]
+                entry["attempts"] = attempts_of(self.dir, point.id)
+                latest = entry["attempts"][-1] if entry["attempts"] else {}
+                ok = code == 0 and latest.get("status") == "ok"
+                entry.update(status="ok" if ok else ("interrupted" if code == 130 else
+                                                     "failed"), run=latest.get("run"))
+                if not ok:
+                    entry["error"] = last_error_line(self.log_file(point))
+                self.write_index("running")
+                self.log(f"[sweep] {entry['number']}/{total} {entry['status']}: "
+                         f"{point.label() or 'base'} -> {entry['run']}"
+                         + (f" ({entry['error']})" if not ok else ""))
+
+            try:
+                run_on_slots(todo, devices, self.command, self.log_file, on_start, on_end)
+            except KeyboardInterrupt:
+                self.write_index("interrupted")
+                raise
+            counts = {s: sum(e["status"] == s for e in self.entries.values())
+                      for s in ("ok", "failed", "interrupted")}
+            self.write_index("ok" if counts["ok"] == total else "failed")
+            return counts
+
+
+def preflight_inputs(points: Sequence[Point], log: Log) -> None:
+    """The task's checks once per distinct (task, model, dataset, columns, subsets): a
+    missing model or refused data stops the sweep before its first run."""
+    from sftlib.tasks import get_task
+
+    keys = ("task", "model", "dataset", "dataset_config", "text_column", "label_column",
+            "train_subset", "eval_subset", "strict_data")
+    seen = set()
+    for point in points:
+        signature = tuple(getattr(point.config, k) for k in keys)
+        if signature in seen:
+            continue
+        seen.add(signature)
+        log(f"[sweep] checking inputs: model {point.config.model!r}, dataset "
+            f"{point.config.dataset!r}")
+        get_task(point.config.task).preflight(point.config, lambda line: None)

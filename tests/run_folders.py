@@ -1,0 +1,43 @@
+"""Run folders built from chosen numbers (what a finished run leaves: manifest.json,
+metrics.json, metrics.jsonl, predictions/<split>.csv), so the comparison's arithmetic is
+tested against known answers without training."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from sftlib.config import RunConfig
+
+
+def write_run(folder: Path, correct: dict[str, np.ndarray], status: str = "ok",
+              texts: list[str] | None = None, **config) -> Path:
+    """A run folder whose predictions are right exactly where `correct[split]` says."""
+    folder.mkdir(parents=True)
+    cfg = RunConfig(**config).replace(output_dir=str(folder))
+    metrics = {"training": {"runtime_s": 10.0 + cfg.seed, "samples_per_s": 30.0}}
+    for split, right in correct.items():
+        rows = len(right)
+        names = texts or [f"{split} review {i}" for i in range(rows)]
+        labels = np.arange(rows) % 2
+        frame = pd.DataFrame({
+            "row": np.arange(rows),
+            "id": [hashlib.sha1(t.encode()).hexdigest()[:12] for t in names],
+            "label": labels, "prediction": np.where(right, labels, 1 - labels),
+            "correct": right, "loss": np.where(right, 0.1, 2.0), "confidence": 0.9})
+        (folder / "predictions").mkdir(exist_ok=True)
+        frame.to_csv(folder / "predictions" / f"{split}.csv", index=False)
+        metrics[split] = {"accuracy": float(np.mean(right)), "f1": float(np.mean(right)),
+                          "loss": float(frame["loss"].mean())}
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    records = [{"step": s, "loss": 1.0 / s, "learning_rate": cfg.lr * (1 - s / 10)}
+               for s in range(1, 10)] + [{"step": 9, "eval_accuracy": metrics.get(
+                   "validation", {}).get("accuracy", 0.5), "eval_loss": 0.5}]
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (folder / "manifest.json").write_text(json.dumps(
+        {"run_id": folder.name, "status": status, "pid": None, "config": cfg.to_dict()}))
+    return folder

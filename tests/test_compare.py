@@ -1,0 +1,132 @@
+"""The comparison of runs on constructed run folders: grouping by config, mean ± std,
+paired tests whose counts match statsmodels, what is left out and why."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from run_folders import write_run
+from statsmodels.stats.contingency_tables import mcnemar as statsmodels_mcnemar
+
+from sftlib import compare
+from sftlib.compare import CompareConfig, CompareError
+
+ROWS = 400
+
+
+def correctness(seed: int, accuracy: float) -> np.ndarray:
+    return np.random.default_rng(seed).random(ROWS) < accuracy
+
+
+@pytest.fixture
+def two_configs(tmp_path):
+    """lr 1e-4 clearly ahead of lr 3e-5, 3 seeds each, plus a failed run."""
+    folder = tmp_path / "runs"
+    for seed in (42, 43, 44):
+        good = correctness(seed, 0.9)
+        weak = good & (np.random.default_rng(seed + 100).random(ROWS) < 0.85)
+        for lr, right in ((1e-4, good), (3e-5, weak)):
+            write_run(folder / f"lr{lr}-s{seed}", {"validation": right, "test": right},
+                      lr=lr, seed=seed)
+    write_run(folder / "crashed", {"validation": correctness(1, 0.5)}, status="failed",
+              lr=3e-4, seed=42)
+    return folder
+
+
+def test_groups_tables_and_ranking(two_configs):
+    result = compare.compare(CompareConfig(runs=[str(two_configs)], bootstrap_resamples=300))
+    assert list(result.groups) == ["lr=0.0001", "lr=3e-05"] or \
+        sorted(result.groups) == ["lr=0.0001", "lr=3e-05"]
+    assert result.best == "lr=0.0001"
+    assert result.skipped == [{"run": "crashed", "reason": "status failed"}]
+    configs = compare.config_table(result.groups)
+    assert list(configs.columns) == ["lr", "seeds", "runs"]  # only the key that differs
+    assert configs.loc["lr=3e-05", "seeds"] == "42, 43, 44"
+    accuracies = [json.loads((two_configs / f"lr0.0001-s{s}" / "metrics.json").read_text())
+                  ["validation"]["accuracy"] for s in (42, 43, 44)]
+    summary = result.summary.loc["lr=0.0001"]
+    assert summary[("validation", "accuracy", "mean")] == pytest.approx(np.mean(accuracies))
+    assert summary[("validation", "accuracy", "std")] == pytest.approx(np.std(accuracies,
+                                                                              ddof=1))
+    table = compare.metrics_table(result.summary)
+    assert table.loc["lr=0.0001", "validation accuracy"] == \
+        f"{np.mean(accuracies):.4f} ± {np.std(accuracies, ddof=1):.4f}"
+    assert table.loc["lr=0.0001", "seeds"] == 3
+
+
+def test_mcnemar_counts_and_p_values_match_statsmodels(two_configs):
+    result = compare.compare(CompareConfig(runs=[str(two_configs)], bootstrap_resamples=300))
+    table = result.significance["validation"]
+    assert list(table["scope"]) == ["seed 42", "seed 43", "seed 44", "pooled (3 seed pairs)"]
+    pooled_b = pooled_c = 0
+    for seed, row in zip((42, 43, 44), table.itertuples()):
+        best = pd.read_csv(two_configs / f"lr0.0001-s{seed}" / "predictions" / "validation.csv")
+        other = pd.read_csv(two_configs / f"lr3e-05-s{seed}" / "predictions" / "validation.csv")
+        b = int((best["correct"] & ~other["correct"]).sum())
+        c = int((~best["correct"] & other["correct"]).sum())
+        assert (row.only_a_right, row.only_b_right) == (b, c)
+        assert row.p_value == pytest.approx(
+            statsmodels_mcnemar([[0, b], [c, 0]], exact=True).pvalue, rel=1e-9)
+        pooled_b, pooled_c = pooled_b + b, pooled_c + c
+    pooled = table.iloc[-1]
+    assert (pooled.only_a_right, pooled.only_b_right) == (pooled_b, pooled_c)
+    assert pooled.p_value == pytest.approx(
+        statsmodels_mcnemar([[0, pooled_b], [pooled_c, 0]], exact=True).pvalue, rel=1e-9)
+    assert pooled.verdict == "better"
+    assert any(line.startswith("validation: lr=0.0001 is better than lr=3e-05")
+               for line in result.verdicts())
+
+
+def test_seeds_of_one_recipe_are_not_distinguishable(tmp_path):
+    """Two 'configs' that are the same recipe (a no-op key differs): the verdict must not
+    call one better."""
+    rng = np.random.default_rng(7)
+    easy = rng.random(ROWS) < 0.85
+    for seed in (1, 2, 3):
+        for decay in (0.01, 0.0100001):
+            noise = np.random.default_rng([seed, int(decay * 1e7)]).random(ROWS) < 0.03
+            write_run(tmp_path / f"wd{decay}-{seed}", {"validation": easy ^ noise},
+                      weight_decay=decay, seed=seed)
+    result = compare.compare(CompareConfig(runs=[str(tmp_path)], bootstrap_resamples=500))
+    assert result.significance["validation"].iloc[-1]["verdict"] == "not distinguishable from"
+
+
+def test_runs_scored_on_other_rows_are_not_paired(tmp_path):
+    write_run(tmp_path / "a", {"validation": correctness(1, 0.9)}, lr=1e-4)
+    write_run(tmp_path / "b", {"validation": correctness(2, 0.8)}, lr=3e-5,
+              texts=[f"another review {i}" for i in range(ROWS)])
+    result = compare.compare(CompareConfig(runs=[str(tmp_path / "a"), str(tmp_path / "b")],
+                                           bootstrap_resamples=200))
+    row = result.significance["validation"].iloc[0]
+    assert row["scope"] == "not tested" and "different validation rows" in row["verdict"]
+
+
+def test_nothing_to_compare_is_one_clear_error(tmp_path):
+    with pytest.raises(CompareError, match="no such folder"):
+        compare.compare(CompareConfig(runs=[str(tmp_path / "nope")]))
+    write_run(tmp_path / "died", {"validation": correctness(1, 0.9)}, status="failed")
+    with pytest.raises(CompareError, match="no finished run"):
+        compare.compare(CompareConfig(runs=[str(tmp_path)]))
+    with pytest.raises(CompareError, match="alpha"):
+        CompareConfig(alpha=1.5)
+
+
+def test_loss_ranks_lowest_first(two_configs):
+    result = compare.compare(CompareConfig(runs=[str(two_configs)], metric="loss",
+                                           bootstrap_resamples=200))
+    means = [result.summary.loc[c, ("validation", "loss", "mean")] for c in result.ranking]
+    assert means == sorted(means)
+
+
+def test_outputs_written_and_never_overwritten(two_configs, tmp_path):
+    result = compare.compare(CompareConfig(runs=[str(two_configs)], bootstrap_resamples=200))
+    saved = compare.write_outputs(result, tmp_path / "out")
+    data = json.loads(saved.read_text())
+    assert data["best"] == "lr=0.0001" and data["ranking"][0] == data["best"]
+    assert {p.name for p in (tmp_path / "out" / "tables").iterdir()} == {
+        "configs.csv", "metrics.csv", "significance_validation.csv", "significance_test.csv"}
+    sweep = tmp_path / "sweep"
+    (sweep / "comparison").mkdir(parents=True)
+    (sweep / "sweep.json").write_text("{}")
+    assert compare.default_output_dir([str(sweep)]) == sweep / "comparison-2"
