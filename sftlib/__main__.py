@@ -302,8 +302,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.search:
         result = search.run_search(base, job, ranges, grid, args.trials, args.storage,
                                    args.study or sweep_dir.name, args.seeds, args.sample_seed)
-        print(f"[search] {result['complete']} complete trials; best: {result['best']}")
-        failed = result["complete"] < args.trials
+        print(f"[search] {result['complete']} complete trials, {result['running_elsewhere']} "
+              f"running on other workers; best: {result['best']}")
+        # short of the target with nothing left in flight: trials failed (see the logs)
+        failed = result["complete"] + result["running_elsewhere"] < args.trials
     else:
         try:
             counts = job.run(devices)

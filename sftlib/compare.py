@@ -100,7 +100,7 @@ class RunRecord:
         return pd.read_csv(path, dtype={"id": str}) if path.is_file() else None
 
     def records(self) -> pd.DataFrame:
-        from sftlib.live import read_metrics
+        from sftlib.metrics_log import read_metrics
 
         path = self.run_dir / "metrics.jsonl"
         return read_metrics(path) if path.is_file() else pd.DataFrame()
@@ -335,7 +335,7 @@ def curves_figure(groups: dict[str, list[RunRecord]], metric: str = "accuracy"):
     config, a thin line per seed, a thick line for the seeds' mean."""
     import matplotlib.pyplot as plt
 
-    from sftlib.live import ema
+    from sftlib.metrics_log import ema
     from sftlib.plots import finish_axes
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
@@ -362,6 +362,9 @@ def curves_figure(groups: dict[str, list[RunRecord]], metric: str = "accuracy"):
                 ax.plot(mean.index, mean.to_numpy(), color=colour, lw=2.2,
                         label=f"{label} (mean of {len(curves)})")
     for ax, (_, title, ylabel) in zip(axes, panels):
+        if not ax.lines:  # e.g. eval_strategy "no": say so rather than show empty axes
+            ax.text(0.5, 0.5, "not logged by these runs", ha="center", va="center",
+                    transform=ax.transAxes, color="0.4")
         finish_axes(ax, title, "optimizer step", ylabel, legend=False)
     axes[0].legend(fontsize=8)
     fig.suptitle("Runs by config: thin lines are seeds, thick lines their mean")

@@ -36,7 +36,7 @@ from typing import Any
 
 from sftlib import assets, html_report
 from sftlib.config import RunConfig
-from sftlib.live import HEADLESS_ENV, read_records
+from sftlib.metrics_log import HEADLESS_ENV, read_records
 from sftlib.report import Report, new_run_dir, project_root, write_json_atomic
 from sftlib.tasks import get_task
 
@@ -230,7 +230,7 @@ class ProgressPrinter:
 
 def last_step(metrics_log: Path) -> tuple[int, int] | None:
     """(step, max_steps) of the newest training record in metrics.jsonl, if any (a line
-    being written is skipped by `live.read_records`)."""
+    being written is skipped by `metrics_log.read_records`)."""
     try:
         records = read_records(metrics_log)
     except (OSError, ValueError):

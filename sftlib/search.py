@@ -8,14 +8,15 @@ The space: `--range key=low:high` (a float, or an int when both ends are integer
 samples on a log scale) and `--grid key=a,b` (categorical). Each trial's config is checked
 like any RunConfig; the objective is its run's validation `metric_for_best` (the mean over
 `--seeds` seeds when several), maximized (minimized for loss). The sampler is Optuna's TPE,
-seeded with `--sample-seed`.
+seeded with `--sample-seed` (mixed with the worker's host and pid when `--storage` is shared,
+so that workers do not draw the same start-up trials).
 
 The study lives in an RDB storage: `sqlite:///<sweep folder>/optuna.db` by default, or any
 SQLAlchemy URL with `--storage` (PostgreSQL or MySQL for several machines). `--trials N` is
-the study's total of complete trials: each worker started with the same `--storage` and
-`--study` pulls trials until the study holds N (Optuna's `MaxTrialsCallback`; workers that
-finish at the same moment can add one or two more). Re-running the command continues the
-study. A worker that dies leaves its trial RUNNING; the storage's heartbeat marks it failed
+the study's total: each worker started with the same `--storage` and `--study` pulls trials
+until the study's complete and running trials together reach N (Optuna's
+`MaxTrialsCallback`; workers starting at the same moment can each take one more). Re-running
+the command continues the study, e.g. to replace trials that failed. A worker that dies leaves its trial RUNNING; the storage's heartbeat marks it failed
 after the grace period and Optuna retries it once (`RetryFailedTrialCallback`).
 
 Not supported: pruning inside a run (a trial is a whole run: learning curves are not
@@ -30,6 +31,8 @@ import json
 import os
 import socket
 import time
+import warnings
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -114,9 +117,12 @@ def storage_for(url: str):
     import optuna
 
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
-    return optuna.storages.RDBStorage(
-        url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
-        heartbeat_stale_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1))
+    with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.8
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S,
+            grace_period=GRACE_S, heartbeat_stale_trial_callback=(
+                optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)))
 
 
 def open_study(url: str, study_name: str, direction: str, sample_seed: int):
@@ -156,8 +162,11 @@ def run_search(base: RunConfig, sweep: Sweep, ranges: dict[str, tuple[Any, Any, 
     sweep.dir.mkdir(parents=True, exist_ok=True)
     url = storage or f"sqlite:///{sweep.dir / 'optuna.db'}"
     direction = "minimize" if base.metric_for_best == "loss" else "maximize"
-    study = open_study(url, study_name, direction, sample_seed)
     worker = f"{socket.gethostname()}:{os.getpid()}"
+    # workers sharing a study must not draw the same random start-up trials: each mixes its
+    # identity into the seed; a lone worker on its own SQLite file stays reproducible
+    seed = sample_seed if storage is None else zlib.crc32(f"{sample_seed}:{worker}".encode())
+    study = open_study(url, study_name, direction, seed)
     log(f"[search] study {study_name!r} in {_shown(url)}: {len(_complete(study))} of {trials} "
         f"trials complete; worker {worker}")
 
@@ -181,14 +190,19 @@ def run_search(base: RunConfig, sweep: Sweep, ranges: dict[str, tuple[Any, Any, 
             f"{base.metric_for_best} {score:.4f}")
         return score
 
-    callback = optuna.study.MaxTrialsCallback(trials, states=(optuna.trial.TrialState.COMPLETE,))
+    # a worker stops when complete + running trials reach `trials`: the ones in flight on
+    # other workers count, so the study does not overshoot as each worker finishes
+    callback = optuna.study.MaxTrialsCallback(
+        trials, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING))
     missing = trials - len(_complete(study))
     if missing > 0:  # failed trials are retried, up to as many again as are missing
         study.optimize(objective, callbacks=[callback], catch=(RuntimeError,),
                        n_trials=2 * missing)
     write_search_index(sweep, study, url)
     best = study.best_trial if _complete(study) else None
+    in_flight = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
     return {"study": study_name, "storage": _shown(url), "complete": len(_complete(study)),
+            "running_elsewhere": len(in_flight),
             "best": None if best is None else {"number": best.number, "value": best.value,
                                                 "params": best.params,
                                                 "runs": best.user_attrs.get("runs")}}

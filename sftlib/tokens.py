@@ -26,16 +26,16 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import datasets
 import numpy as np
 import pandas as pd
-import torch
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
-from transformers.trainer_pt_utils import get_length_grouped_indices
 
 from sftlib import assets, data
+
+if TYPE_CHECKING:  # imported where used: a preflight importing this module needs neither
+    from transformers import PreTrainedTokenizerBase
 
 COVERAGE_FOR_SUGGESTION = 0.995
 PADDING_SCHEMES = ("pad_to_max_length", "dynamic_random", "length_grouped")
@@ -45,6 +45,8 @@ def load_tokenizer(model_spec: str) -> PreTrainedTokenizerBase:
     """The tokenizer of an asset, a model folder or a hub id; one whose vocabulary holds
     nothing but special tokens (it would read every word as the unknown token) is an
     `assets.ModelSpecError`."""
+    from transformers import AutoTokenizer
+
     tokenizer = AutoTokenizer.from_pretrained(assets.resolve_model(model_spec))
     if len(tokenizer) <= len(set(tokenizer.all_special_ids)):
         raise assets.ModelSpecError(
@@ -213,6 +215,9 @@ def padding_waste(lengths: np.ndarray | list[int], max_length: int, batch_size: 
     compute_ratio (computed tokens / those of pad_to_max_length: the cost of the linear
     layers) and attention_ratio (sum of batch x length^2, the same ratio for attention).
     """
+    import torch
+    from transformers.trainer_pt_utils import get_length_grouped_indices
+
     effective = np.minimum(np.asarray(lengths, dtype=int), max_length)
     n = len(effective)
     orders = {

@@ -68,6 +68,26 @@ def instruction_run(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_model_folder(tmp_path_factory) -> Path:
+    """A 2-layer, 32-wide random BERT with MiniLM's tokenizer, saved as a local model folder
+    (what a user's own checkpoint looks like): runs that test many runs' bookkeeping (sweeps,
+    searches) train it in a fraction of MiniLM's time."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from sftlib.assets import resolve_model
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model("minilm-l6", log=lambda _m: None))
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, tiny_config):
     """The whole notebook pipeline once, on tiny settings; tests read its report."""
     from sftlib.pipeline import run_pipeline

@@ -19,18 +19,21 @@ from typing import Any
 import datasets
 import numpy as np
 import pandas as pd
-import torch
-from sklearn.metrics import accuracy_score, f1_score
-from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, set_seed
 
 from sftlib import assets, data, data_report, sources, tokens
 from sftlib.tasks import Log
+
+# torch, transformers and scikit-learn are imported where they are used: the preflight
+# (`sftlib run` checking inputs, a sweep checking every point's) needs none of them, and
+# importing them takes most of its time on a small CPU.
 
 EVAL_KEYS = ("loss", "accuracy", "f1")
 
 
 def compute_metrics(eval_pred) -> dict[str, float]:
     """Accuracy and macro-F1 from Trainer's (logits, labels)."""
+    from sklearn.metrics import accuracy_score, f1_score
+
     logits, labels = eval_pred
     predictions = np.asarray(logits).argmax(axis=-1)
     return {"accuracy": float(accuracy_score(labels, predictions)),
@@ -41,6 +44,8 @@ def prediction_rows(logits: np.ndarray, labels: np.ndarray, texts: list[str]) ->
     """One row per example, in split order: `row` (position in the split), `id` (the text's
     sha1, first 12 hex digits: two runs pair only on the same texts), label, prediction,
     correct, loss (cross-entropy, nats) and confidence (top softmax probability)."""
+    import torch
+
     logits = torch.as_tensor(np.asarray(logits, dtype=np.float32))
     labels_t = torch.as_tensor(np.asarray(labels, dtype=np.int64))
     log_probs = torch.log_softmax(logits, dim=-1)
@@ -60,6 +65,7 @@ def build_classifier(cfg: Any, label_names: list[str], attn_implementation: str 
 
     transformers' load report ("classifier.weight MISSING: newly initialized") is kept
     quiet: a new head is the point of fine-tuning, and notebook 03 says so in words."""
+    from transformers import set_seed
     from transformers.utils import logging as hf_logging
 
     set_seed(cfg.seed)  # the head's initialization depends on it
@@ -72,6 +78,9 @@ def build_classifier(cfg: Any, label_names: list[str], attn_implementation: str 
 
 
 def _pretrained_classifier(cfg: Any, label_names: list[str], attn_implementation: str):
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
     return AutoModelForSequenceClassification.from_pretrained(
         assets.resolve_model(cfg.model),
         num_labels=len(label_names),
@@ -124,6 +133,8 @@ class ClassificationTask:
         return build_classifier(cfg, data.label_names(dataset), hardware.attn_implementation)
 
     def collator(self, tokenizer: Any, pad_to_multiple_of: int | None):
+        from transformers import DataCollatorWithPadding
+
         return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_to_multiple_of)
 
     def live_metric(self, cfg: Any) -> str:

@@ -1,0 +1,118 @@
+"""A finished sweep's comparison, committed: copies what `sftlib compare` wrote (HTML,
+comparison.json, CSV tables, the curves figure) and writes a README.md whose every number is
+read from the sweep's own files (run manifests for times, comparison.json for the ranking and
+the verdicts).
+
+    sftlib sweep --grid lr=3e-5,1e-4,3e-4 --seeds 3 --set train_subset=1200 \\
+        --notebooks 03 --sweep-dir reports/sweep-lr
+    python -m benchmarks.sweep_report reports/sweep-lr --output reports/benchmarks/sweep_lr \\
+        --command "sftlib sweep ..."
+
+Not the runs themselves (models and checkpoints are hundreds of MB): the sweep folder keeps
+them on the machine that ran it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+from datetime import datetime
+from pathlib import Path
+
+from benchmarks.bench_quantize import cpu_description
+
+
+def _utc(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+def sweep_times(sweep_dir: Path, runs: list[str]) -> dict[str, float]:
+    """Wall time from the first run's start to the last one's end, and per run."""
+    manifests = [json.loads((sweep_dir / run / "manifest.json").read_text()) for run in runs]
+    starts = [_utc(m["started_utc"]) for m in manifests]
+    ends = [_utc(m["finished_utc"]) for m in manifests]
+    per_run = [(e - s).total_seconds() for s, e in zip(starts, ends)]
+    return {"wall_s": (max(ends) - min(starts)).total_seconds(),
+            "run_mean_s": sum(per_run) / len(per_run), "runs": len(runs)}
+
+
+SHOWN_KEYS = ("model", "dataset", "train_subset", "epochs", "batch_size", "schedule",
+              "precision", "max_length")
+
+
+def _shown_base(sweep: dict) -> dict:
+    return {k: v for k, v in sweep["spec"]["base"].items() if k in SHOWN_KEYS}
+
+
+def readme(comparison: dict, times: dict, cpu: dict, command: str, sweep: dict) -> str:
+    metric = comparison["metric"]
+    lines = [
+        "# A learning-rate sweep on the default data, compared",
+        "",
+        "Written by `python -m benchmarks.sweep_report` from the sweep's own files; "
+        "`06_comparing_runs.html` is the executed comparison notebook (open it offline).",
+        "",
+        "```bash",
+        command,
+        "```",
+        "",
+        f"- Machine: {cpu['model']}, {os.cpu_count()} CPU threads; flags "
+        f"{', '.join(cpu['flags']) or 'none of the listed'} "
+        f"({'with' if 'avx512_bf16' in cpu['flags'] or 'amx_bf16' in cpu['flags'] else 'without'}"
+        " bf16 units).",
+        f"- {times['runs']} runs, {times['wall_s'] / 60:.1f} minutes from the first run's start "
+        f"to the last one's end ({times['run_mean_s'] / 60:.1f} minutes a run on average).",
+        f"- Base config (the rest: RunConfig defaults): {json.dumps(_shown_base(sweep))}",
+        "",
+        f"| config | seeds | validation {metric} | test {metric} | validation macro-F1 |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for label in comparison["ranking"]:
+        row = comparison["summary"][label]
+
+        def cell(key: str, row=row) -> str:
+            mean, std = row[f"{key}/mean"], row[f"{key}/std"]
+            return "" if mean is None else f"{mean:.4f}" + (f" ± {std:.4f}" if std else "")
+
+        lines.append(f"| {label} | {len(comparison['configs'][label]['seeds'])} | "
+                     f"{cell('validation/' + metric)} | {cell('test/' + metric)} | "
+                     f"{cell('validation/f1')} |")
+    lines += ["", "Mean ± sample standard deviation over seeds; ranked on validation only.",
+              "", "## Verdicts (paired: McNemar's exact test and a bootstrap interval)", ""]
+    lines += [f"- {line}" for line in comparison["verdicts"]]
+    lines += ["", "Files: `comparison.json`, `tables/`, `figures/comparison_curves.png`, "
+              "`sweep.json` (the index: every point, its run id and status).", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("sweep_dir", type=Path)
+    parser.add_argument("--output", type=Path, default=Path("reports/benchmarks/sweep_lr"))
+    parser.add_argument("--comparison", type=Path, help="default: <sweep>/comparison")
+    parser.add_argument("--command", required=True, help="the sweep command, for the README")
+    args = parser.parse_args(argv)
+    comparison_dir = args.comparison or args.sweep_dir / "comparison"
+    comparison = json.loads((comparison_dir / "comparison.json").read_text())
+    sweep = json.loads((args.sweep_dir / "sweep.json").read_text())
+    runs = [r for c in comparison["configs"].values() for r in c["runs"]]
+    args.output.mkdir(parents=True, exist_ok=True)
+    for name in ("comparison.json", "tables", "figures"):
+        source, target = comparison_dir / name, args.output / name
+        if source.is_dir():
+            shutil.copytree(source, target, dirs_exist_ok=True)
+        else:
+            shutil.copy2(source, target)
+    for page in (comparison_dir / "html").glob("*.html"):
+        shutil.copy2(page, args.output / page.name)
+    shutil.copy2(args.sweep_dir / "sweep.json", args.output / "sweep.json")
+    text = readme(comparison, sweep_times(args.sweep_dir, runs), cpu_description(),
+                  args.command, sweep)
+    (args.output / "README.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
