@@ -16,8 +16,9 @@ SQLAlchemy URL with `--storage` (PostgreSQL or MySQL for several machines). `--t
 the study's total: each worker started with the same `--storage` and `--study` pulls trials
 until the study's complete and running trials together reach N (Optuna's
 `MaxTrialsCallback`; workers starting at the same moment can each take one more). Re-running
-the command continues the study, e.g. to replace trials that failed. A worker that dies leaves its trial RUNNING; the storage's heartbeat marks it failed
-after the grace period and Optuna retries it once (`RetryFailedTrialCallback`).
+the command continues the study, e.g. to replace trials that failed. A worker that dies
+leaves its trial RUNNING; the storage's heartbeat marks it failed after the grace period and
+Optuna retries it once (`RetryHeartbeatStaleTrialCallback`).
 
 Not supported: pruning inside a run (a trial is a whole run: learning curves are not
 reported to Optuna), multi-objective search, search spaces that depend on other values.
