@@ -177,6 +177,16 @@ def default_sweep_dir(spec: dict[str, Any], reports_root: str | Path = "reports"
 
 # which points are done ------------------------------------------------------------------
 
+def manifest_point_id(manifest: dict[str, Any]) -> str | None:
+    """The point id of a run's config, read through RunConfig so that a key added to
+    RunConfig since the run (at its default) does not make it another point; None for a
+    config this version cannot read."""
+    try:
+        return config_id(RunConfig.from_dict(manifest.get("config", {})).to_dict())
+    except (ConfigError, TypeError):
+        return None
+
+
 def finished_runs(sweep_dir: Path) -> dict[str, dict[str, Any]]:
     """point id -> {run, status} of the run folders in `sweep_dir`, from their manifests;
     where a point has several, an "ok" one wins, else the newest."""
@@ -188,10 +198,10 @@ def finished_runs(sweep_dir: Path) -> dict[str, dict[str, Any]]:
             manifest = json.loads(manifest_path.read_text())
         except (OSError, json.JSONDecodeError):
             continue
-        point = config_id(manifest.get("config", {}))
+        point = manifest_point_id(manifest)
         entry = {"run": manifest_path.parent.name, "status": run_status(manifest),
                  "pid": manifest.get("pid")}
-        if found.get(point, {}).get("status") != "ok":
+        if point is not None and found.get(point, {}).get("status") != "ok":
             found[point] = entry
     return found
 
@@ -206,7 +216,7 @@ def attempts_of(sweep_dir: Path, point_id: str) -> list[dict[str, Any]]:
             manifest = json.loads(manifest_path.read_text())
         except (OSError, json.JSONDecodeError):
             continue
-        if config_id(manifest.get("config", {})) == point_id:
+        if manifest_point_id(manifest) == point_id:
             attempts.append({"run": manifest_path.parent.name, "status": run_status(manifest)})
     return attempts
 
@@ -282,15 +292,26 @@ def run_on_slots(points: Sequence[Point], devices: Sequence[str | None],
             if running:
                 time.sleep(poll_s)
     except KeyboardInterrupt:
-        for launched in running.values():
-            with contextlib.suppress(ProcessLookupError):
-                launched.process.send_signal(signal.SIGTERM)
-        for launched in running.values():
-            try:
-                launched.process.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                launched.process.kill()
+        stop_children([launched.process for launched in running.values()])
         raise
+
+
+def stop_children(processes: Sequence[subprocess.Popen], grace_s: float = 5.0) -> None:
+    """Let runs end "interrupted": Ctrl-C in a terminal reached them too (one process group),
+    so give them `grace_s` to finish on their own, then SIGTERM (the sweep alone was
+    signalled: `kill PID`), and SIGKILL a run that still has not ended after two minutes.
+    Never a second signal to a run already stopping: it would cut its manifest short."""
+    for process in processes:
+        try:
+            process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 # the sweep ----------------------------------------------------------------------------------

@@ -163,3 +163,29 @@ def test_one_sweep_process_per_folder_and_no_mixing_of_sweeps(tmp_path):
         sweep.Sweep(tmp_path, spec_b, [], None).check_spec()
     assert sweep.default_sweep_dir(spec_a, tmp_path) == sweep.default_sweep_dir(spec_a, tmp_path)
     assert sweep.default_sweep_dir(spec_a, tmp_path) != sweep.default_sweep_dir(spec_b, tmp_path)
+
+
+SIGNAL_RECORDER = """
+import signal, sys, time
+def record(signum, frame):
+    open(sys.argv[1], "a").write(signal.Signals(signum).name + "\\n"); sys.exit(130)
+signal.signal(signal.SIGTERM, record)
+print("ready", flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+def _signal_child(tmp_path, name, lifetime_s):
+    record = tmp_path / f"{name}.signals"
+    child = subprocess.Popen([sys.executable, "-c", SIGNAL_RECORDER, str(record),
+                              str(lifetime_s)], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "ready"
+    return child, record
+
+
+def test_stopping_a_sweep_lets_runs_end_and_terminates_only_those_still_going(tmp_path):
+    ending, ending_record = _signal_child(tmp_path, "ending", 0.3)  # stopping already
+    going, going_record = _signal_child(tmp_path, "going", 60)  # never told
+    sweep.stop_children([ending, going], grace_s=1.0)
+    assert ending.returncode == 0 and not ending_record.exists()  # no second signal
+    assert going.returncode == 130 and going_record.read_text() == "SIGTERM\n"

@@ -95,9 +95,9 @@ def test_killed_sweep_resumes_to_eight_runs_without_duplicates(resumed_sweep):
     manifests = {m["run_id"]: m for m in _manifests(folder)}
     assert all(manifests[r]["status"] == "ok" for r in runs)
     # exactly one complete run per point; the killed attempt kept on disk and listed
-    from sftlib.sweep import config_id
+    from sftlib.sweep import manifest_point_id
 
-    ok_points = [config_id(m["config"]) for m in manifests.values() if m["status"] == "ok"]
+    ok_points = [manifest_point_id(m) for m in manifests.values() if m["status"] == "ok"]
     assert sorted(ok_points) == sorted(p["point"] for p in index["points"])
     assert killed[0]["run_id"] in manifests
     killed_point = next(p for p in index["points"]
