@@ -236,11 +236,11 @@ def _run_point(sweep: Sweep, point: Point, log: Log) -> str | None:
     ended: dict[str, int] = {}
     run_on_slots([point], [None], sweep.command, sweep.log_file,
                  on_start=lambda p, d: log(f"[search] run {p.label()} ..."),
-                 on_end=lambda p, d, code: ended.update(code=code))
-    attempts = attempts_of(sweep.dir, point.id)
-    if ended.get("code") != 0 or not attempts or attempts[-1]["status"] != "ok":
+                 on_end=lambda p, d, code, pid: ended.update(code=code, pid=pid))
+    mine = [a for a in attempts_of(sweep.dir, point.id) if a["pid"] == ended.get("pid")]
+    if ended.get("code") != 0 or not mine or mine[0]["status"] != "ok":
         return None
-    return attempts[-1]["run"]
+    return mine[0]["run"]
 
 
 def write_search_index(sweep: Sweep, study, url: str) -> None:

@@ -217,7 +217,8 @@ def attempts_of(sweep_dir: Path, point_id: str) -> list[dict[str, Any]]:
         except (OSError, json.JSONDecodeError):
             continue
         if manifest_point_id(manifest) == point_id:
-            attempts.append({"run": manifest_path.parent.name, "status": run_status(manifest)})
+            attempts.append({"run": manifest_path.parent.name, "status": run_status(manifest),
+                             "pid": manifest.get("pid")})
     return attempts
 
 
@@ -258,11 +259,12 @@ def _die_with_parent() -> None:
 def run_on_slots(points: Sequence[Point], devices: Sequence[str | None],
                  command: Callable[[Point], list[str]], log_path: Callable[[Point], Path],
                  on_start: Callable[[Point, str | None], None],
-                 on_end: Callable[[Point, str | None, int], None],
+                 on_end: Callable[[Point, str | None, int, int], None],
                  poll_s: float = 0.5) -> None:
     """Run each point as a subprocess, at most one per device at a time, in order; the next
     pending point goes to the first slot that frees. A slot's device goes to its run as
-    CUDA_VISIBLE_DEVICES. On KeyboardInterrupt the running children get SIGTERM (their runs
+    CUDA_VISIBLE_DEVICES; `on_end` gets the exit code and the child's pid (which its run's
+    manifest records). On KeyboardInterrupt the running children get SIGTERM (their runs
     end "interrupted"), are waited for, and the interrupt goes on up."""
     pending = list(points)
     running: dict[int, Launched] = {}  # slot index -> its run
@@ -288,7 +290,7 @@ def run_on_slots(points: Sequence[Point], devices: Sequence[str | None],
                 code = launched.process.poll()
                 if code is not None:
                     del running[slot]
-                    on_end(launched.point, launched.device, code)
+                    on_end(launched.point, launched.device, code, launched.process.pid)
             if running:
                 time.sleep(poll_s)
     except KeyboardInterrupt:
@@ -424,10 +426,12 @@ class Sweep:
                 self.write_index("running")
                 self.log(f"[sweep] {entry['number']}/{total} {point.label() or 'base'} ...")
 
-            def on_end(point: Point, device: str | None, code: int) -> None:
+            def on_end(point: Point, device: str | None, code: int, pid: int) -> None:
                 entry = self.entries[point.id]
                 entry["attempts"] = attempts_of(self.dir, point.id)
-                latest = entry["attempts"][-1] if entry["attempts"] else {}
+                # this process's run: the one whose manifest has its pid (none if it failed
+                # before creating a run folder)
+                latest = next((a for a in entry["attempts"] if a["pid"] == pid), {})
                 ok = code == 0 and latest.get("status") == "ok"
                 entry.update(status="ok" if ok else ("interrupted" if code == 130 else
                                                      "failed"), run=latest.get("run"))

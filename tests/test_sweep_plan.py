@@ -112,7 +112,7 @@ def _run_recorded(tmp_path, devices, count=5):
                        command=lambda p: [sys.executable, "-c", RECORDER, str(record), p.id],
                        log_path=lambda p: tmp_path / "logs" / f"{p.id}.log",
                        on_start=lambda p, d: events.append(("start", p.id, d)),
-                       on_end=lambda p, d, code: events.append(("end", p.id, d, code)),
+                       on_end=lambda p, d, code, pid: events.append(("end", p.id, d, code)),
                        poll_s=0.05)
     runs = [json.loads(line) for line in record.read_text().splitlines()]
     return points, runs, events
@@ -189,3 +189,66 @@ def test_stopping_a_sweep_lets_runs_end_and_terminates_only_those_still_going(tm
     sweep.stop_children([ending, going], grace_s=1.0)
     assert ending.returncode == 0 and not ending_record.exists()  # no second signal
     assert going.returncode == 130 and going_record.read_text() == "SIGTERM\n"
+
+
+# the sweep's bookkeeping with stand-in runs: each writes the manifest a run would ----------
+
+STAND_IN_RUN = """
+import json, os, sys
+config, reports = json.load(open(sys.argv[1])), sys.argv[2]
+if config["lr"] == 0.5:
+    print("[run] FAILED: notebook 03_fine_tuning failed in code cell 3: boom", flush=True)
+    sys.exit(1)
+with open(os.path.join(reports, "launched.txt"), "a") as out:
+    out.write(str(config["lr"]) + "\\n")
+folder = os.path.join(reports, "run-%s-%s" % (config["lr"], config["seed"]))
+os.makedirs(folder)
+json.dump({"run_id": os.path.basename(folder), "status": "ok", "pid": os.getpid(),
+           "config": dict(config, output_dir=folder)},
+          open(os.path.join(folder, "manifest.json"), "w"))
+"""
+
+
+class StandInSweep(sweep.Sweep):
+    """A Sweep whose runs are a few lines of Python instead of `sftlib run`."""
+
+    def command(self, point):
+        config_file = self.dir / "configs" / f"{point.id}.json"
+        point.config.save(config_file)
+        return [sys.executable, "-c", STAND_IN_RUN, str(config_file), str(self.dir)]
+
+
+def _stand_in(folder, values="1e-4,0.5,3e-4"):
+    grid = sweep.parse_grid([f"lr={values}"])
+    points = sweep.build_points(RunConfig(), grid)
+    spec = sweep.spec_of(RunConfig(), grid, 1, None, 0, None)
+    return StandInSweep(folder, spec, points, None, log=lambda _line: None)
+
+
+def test_a_failing_point_is_recorded_and_the_sweep_goes_on(tmp_path):
+    counts = _stand_in(tmp_path).run([None])
+    assert counts == {"ok": 2, "failed": 1, "interrupted": 0}
+    index = json.loads((tmp_path / "sweep.json").read_text())
+    assert index["status"] == "failed"
+    failed = [p for p in index["points"] if p["status"] == "failed"]
+    assert [p["overrides"] for p in failed] == [{"lr": 0.5}]
+    assert failed[0]["error"] == ("[run] FAILED: notebook 03_fine_tuning failed in code cell 3: "
+                                  "boom")
+    assert (tmp_path / "launched.txt").read_text().split() == ["0.0001", "0.0003"]
+
+
+def test_a_rerun_runs_only_what_failed_or_died(tmp_path):
+    _stand_in(tmp_path).run([None])
+    died = tmp_path / "run-0.0001-42"  # as a SIGKILL leaves it: running, its process gone
+    manifest = json.loads((died / "manifest.json").read_text())
+    manifest.update(status="running", pid=2**22 + 12345)
+    (died / "manifest.json").write_text(json.dumps(manifest))
+    died.rename(tmp_path / "run-killed")
+    (tmp_path / "launched.txt").unlink()
+    counts = _stand_in(tmp_path).run([None])
+    assert counts["ok"] == 2 and counts["failed"] == 1
+    assert (tmp_path / "launched.txt").read_text().split() == ["0.0001"]  # not 3e-4 again
+    index = json.loads((tmp_path / "sweep.json").read_text())
+    point = next(p for p in index["points"] if p["overrides"] == {"lr": 0.0001})
+    assert [(a["run"], a["status"]) for a in point["attempts"]] == [
+        ("run-0.0001-42", "ok"), ("run-killed", "died")]

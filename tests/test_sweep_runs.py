@@ -101,7 +101,8 @@ def test_killed_sweep_resumes_to_eight_runs_without_duplicates(resumed_sweep):
     assert sorted(ok_points) == sorted(p["point"] for p in index["points"])
     assert killed[0]["run_id"] in manifests
     killed_point = next(p for p in index["points"]
-                        if {"run": killed[0]["run_id"], "status": "died"} in p["attempts"])
+                        if (killed[0]["run_id"], "died") in
+                        [(a["run"], a["status"]) for a in p["attempts"]])
     assert killed_point["run"] != killed[0]["run_id"]
     # each point ran its own values
     for point in index["points"]:
