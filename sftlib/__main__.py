@@ -3,7 +3,7 @@
     sftlib run [--config FILE] [--set key=value ...] [--notebooks 01 03] [--reports-dir DIR]
     sftlib runs [--reports-dir DIR] [--json]
     sftlib sweep [--config FILE] [--set k=v ...] --grid key=v1,v2 [--seeds K] [--samples N]
-                 [--notebooks 03] [--sweep-dir DIR] [--devices auto|cpu|0,1] [--no-compare]
+                 [--notebooks 03] [--sweep-dir DIR] [--devices auto|cpu|0,1] [--jobs N]
     sftlib sweep --search optuna --trials N --range key=low:high[:log] [--storage URL]
     sftlib compare RUN_OR_SWEEP... [--output DIR] [--metric accuracy] [--alpha 0.05]
     sftlib train [--config FILE] [--set key=value ...] [--output-dir DIR] [--resume]
@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "these arguments>, so the same command finds it again)")
     sweep.add_argument("--devices", default="auto", help="auto (one run per GPU when there "
                        "are several, else one at a time), cpu, or GPU numbers like 0,1")
+    sweep.add_argument("--jobs", type=int, default=1, help="runs at once on the CPU, each "
+                       "with its share of the threads (default 1)")
     sweep.add_argument("--no-compare", action="store_true",
                        help="skip the comparison of the runs at the end")
     sweep.add_argument("--search", choices=("optuna",), help="hyper-parameter search instead "
@@ -296,7 +298,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         spec.update(search="optuna", ranges=search.parse_ranges(args.ranges))
     sweep_dir = (Path(args.sweep_dir).resolve() if args.sweep_dir
                  else sweep.default_sweep_dir(spec, args.reports_dir))
-    devices = sweep.cuda_devices(args.devices)
+    devices = sweep.cuda_devices(args.devices, args.jobs)
     sweep.preflight_inputs(points or sweep.build_points(base, {}), print)
     job = sweep.Sweep(sweep_dir, spec, points, notebooks)
     if args.search:

@@ -21,8 +21,10 @@ again, its earlier attempts kept on disk and listed. A failing point is recorded
 sweep goes on; the exit status is 1 if any point failed. One sweep process per folder
 (a lock file); Ctrl-C or SIGTERM stops the runs in flight (they end "interrupted").
 
-Devices: on a CPU, one run at a time (two would share the same cores and each take twice
-as long). With several GPUs, one run per GPU at a time: a slot per GPU, each run started
+Devices: on a CPU, one run at a time by default (two would share the same cores and each
+take twice as long); `--jobs N` runs N at once, each with its share of the CPU threads
+(OMP_NUM_THREADS), for runs too small to use the cores (a small model, a many-core machine).
+With several GPUs, one run per GPU at a time: a slot per GPU, each run started
 with CUDA_VISIBLE_DEVICES set to its GPU, the next pending point going to the first slot
 that frees (`--devices 0,1,3` picks GPUs; `auto` takes all that torch sees). A run that
 itself spans GPUs (torchrun) is not what this schedules.
@@ -224,12 +226,18 @@ def attempts_of(sweep_dir: Path, point_id: str) -> list[dict[str, Any]]:
 
 # scheduling ---------------------------------------------------------------------------------
 
-def cuda_devices(requested: str = "auto") -> list[str | None]:
-    """The slots runs go to: GPU ids (one run each at a time), or [None]: one run at a time
-    on whatever the run finds (the CPU, or a single GPU)."""
+def cuda_devices(requested: str = "auto", cpu_jobs: int = 1) -> list[str | None]:
+    """The slots runs go to: GPU ids (one run each at a time), or `cpu_jobs` times None:
+    runs on whatever they find (the CPU, or a single GPU), that many at a time."""
+    if not 1 <= cpu_jobs <= (os.cpu_count() or 1):
+        raise ConfigError(f"--jobs: between 1 and this machine's {os.cpu_count()} CPU "
+                          f"threads, got {cpu_jobs}")
     if requested == "cpu":
-        return [None]
+        return [None] * cpu_jobs
     if requested != "auto":
+        if cpu_jobs > 1:
+            raise ConfigError("--jobs is for runs on the CPU; with --devices each GPU runs "
+                              "one at a time")
         devices = [part.strip() for part in requested.split(",") if part.strip()]
         if not devices or not all(d.isdigit() for d in devices):
             raise ConfigError(f"--devices: auto, cpu, or GPU numbers like 0,1,3; got "
@@ -238,7 +246,17 @@ def cuda_devices(requested: str = "auto") -> list[str | None]:
     import torch
 
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    return [str(i) for i in range(count)] if count > 1 else [None]
+    if count and cpu_jobs > 1:
+        raise ConfigError(f"--jobs is for runs on the CPU; this machine has {count} GPU(s): "
+                          "each runs one at a time (or --devices cpu --jobs N)")
+    return [str(i) for i in range(count)] if count > 1 else [None] * cpu_jobs
+
+
+def cpu_threads_per_run(devices: Sequence[str | None]) -> int | None:
+    """With several runs on the CPU at once, each gets its share of the threads
+    (OMP_NUM_THREADS, which torch reads); None leaves a lone run all of them."""
+    jobs = sum(d is None for d in devices)
+    return max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
 
 
 @dataclasses.dataclass
@@ -268,6 +286,7 @@ def run_on_slots(points: Sequence[Point], devices: Sequence[str | None],
     end "interrupted"), are waited for, and the interrupt goes on up."""
     pending = list(points)
     running: dict[int, Launched] = {}  # slot index -> its run
+    threads = cpu_threads_per_run(devices)
     try:
         while pending or running:
             for slot, device in enumerate(devices):
@@ -277,6 +296,8 @@ def run_on_slots(points: Sequence[Point], devices: Sequence[str | None],
                 env = dict(os.environ)
                 if device is not None:
                     env["CUDA_VISIBLE_DEVICES"] = device
+                elif threads is not None:
+                    env["OMP_NUM_THREADS"] = str(threads)
                 log_file = log_path(point)
                 log_file.parent.mkdir(parents=True, exist_ok=True)
                 with open(log_file, "ab") as out:

@@ -2,6 +2,7 @@
 one run per device at a time (real subprocesses standing in for runs), the folder lock."""
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -99,6 +100,7 @@ import json, os, sys, time
 began = time.time(); time.sleep(0.4)
 with open(sys.argv[1], "a") as out:
     out.write(json.dumps({"point": sys.argv[2], "gpu": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                          "threads": os.environ.get("OMP_NUM_THREADS"),
                           "began": began, "ended": time.time()}) + "\\n")
 """
 
@@ -137,14 +139,28 @@ def test_one_run_per_gpu_at_a_time(tmp_path):
 
 def test_on_a_cpu_runs_go_one_at_a_time_with_the_environment_untouched(tmp_path, monkeypatch):
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     _, runs, _ = _run_recorded(tmp_path, [None], count=3)
-    assert all(r["gpu"] is None for r in runs)
+    assert all(r["gpu"] is None and r["threads"] is None for r in runs)
     assert not any(_overlap(a, b) for i, a in enumerate(runs) for b in runs[i + 1:])
+
+
+def test_cpu_jobs_run_side_by_side_sharing_the_threads(tmp_path, monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    _, runs, _ = _run_recorded(tmp_path, [None, None], count=4)
+    assert {r["threads"] for r in runs} == {"4"}
+    assert any(_overlap(a, b) for i, a in enumerate(runs) for b in runs[i + 1:])
 
 
 def test_devices_flag():
     assert sweep.cuda_devices("0,1,1") == ["0", "1"]
     assert sweep.cuda_devices("cpu") == [None]
+    assert sweep.cuda_devices("cpu", cpu_jobs=2) == [None, None]
+    with pytest.raises(ConfigError, match="--jobs is for runs on the CPU"):
+        sweep.cuda_devices("0,1", cpu_jobs=2)
+    with pytest.raises(ConfigError, match="--jobs: between 1"):
+        sweep.cuda_devices("cpu", cpu_jobs=0)
     with pytest.raises(ConfigError, match="--devices"):
         sweep.cuda_devices("gpu0")
 

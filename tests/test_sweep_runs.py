@@ -36,8 +36,9 @@ def settings(model: Path, **changes) -> list[str]:
 
 
 def sweep_command(model: Path, folder: Path, *extra: str) -> list[str]:
+    # two runs at a time: tiny runs wait on imports more than on the two cores
     return [sys.executable, "-m", "sftlib", "sweep", *GRID, *settings(model), "--notebooks",
-            "03", "--sweep-dir", str(folder), *extra]
+            "03", "--jobs", "2", "--sweep-dir", str(folder), *extra]
 
 
 def _index(folder: Path) -> dict:
@@ -82,7 +83,8 @@ def test_killed_sweep_resumes_to_eight_runs_without_duplicates(resumed_sweep):
 
     folder, left, output, _ = resumed_sweep
     killed = [m for m in left["manifests"] if m["status"] == "running"]
-    assert len(killed) == 1 and run_status(killed[0]) == "died"  # its process is gone
+    assert 1 <= len(killed) <= 2  # the runs in flight (two slots)
+    assert all(run_status(m) == "died" for m in killed)  # their processes are gone
     done_before = sum(p["status"] == "ok" for p in left["index"]["points"])
     assert 1 <= done_before < 8
     assert f"8 runs, {done_before} done, {8 - done_before} to run" in output
@@ -99,11 +101,11 @@ def test_killed_sweep_resumes_to_eight_runs_without_duplicates(resumed_sweep):
 
     ok_points = [manifest_point_id(m) for m in manifests.values() if m["status"] == "ok"]
     assert sorted(ok_points) == sorted(p["point"] for p in index["points"])
-    assert killed[0]["run_id"] in manifests
-    killed_point = next(p for p in index["points"]
-                        if (killed[0]["run_id"], "died") in
-                        [(a["run"], a["status"]) for a in p["attempts"]])
-    assert killed_point["run"] != killed[0]["run_id"]
+    for run in killed:  # kept on disk, listed as its point's earlier attempt
+        assert run["run_id"] in manifests
+        point = next(p for p in index["points"] if (run["run_id"], "died") in
+                     [(a["run"], a["status"]) for a in p["attempts"]])
+        assert point["run"] != run["run_id"]
     # each point ran its own values
     for point in index["points"]:
         config = manifests[point["run"]]["config"]
