@@ -130,3 +130,14 @@ def test_outputs_written_and_never_overwritten(two_configs, tmp_path):
     (sweep / "comparison").mkdir(parents=True)
     (sweep / "sweep.json").write_text("{}")
     assert compare.default_output_dir([str(sweep)]) == sweep / "comparison-2"
+
+
+def test_a_hostile_config_value_is_shown_escaped(tmp_path):
+    from sftlib.tables import readable_html
+
+    payload = '<script>alert("x")</script>'
+    write_run(tmp_path / "a", {"validation": correctness(1, 0.9)}, dataset=payload)
+    write_run(tmp_path / "b", {"validation": correctness(2, 0.8)})
+    result = compare.compare(CompareConfig(runs=[str(tmp_path)], bootstrap_resamples=200))
+    html = readable_html(compare.config_table(result.groups))
+    assert payload not in html and "&lt;script&gt;" in html

@@ -42,6 +42,7 @@ def test_unknown_key_names_key_and_allowed_keys():
     ({"gamma": 1.5}, "gamma: the exponential decay factor must be in (0, 1]"),
     ({"early_stopping_patience": 2, "eval_strategy": "no"}, "early_stopping_patience needs"),
     ({"precision": "int4"}, "precision: 'int4' is not one of"),
+    ({"report_to": "wandb"}, "report_to: 'wandb' is not one of none, tensorboard"),
     ({"max_steps": 0}, "max_steps: -1 (use epochs) or a positive count"),
     ({"max_steps": 10**8}, "max_steps: -1 (use epochs) or a positive count up to 10000000, "
                            "got 100000000"),
