@@ -281,43 +281,50 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from sftlib import search, sweep
+    from sftlib.report import resolve_path
 
     base = load_config(args.config, args.overrides)
     grid = sweep.parse_grid(args.grid)
     if args.search:
         ranges = search.parse_ranges(args.ranges)
-        search.check_space(base, ranges, grid)
+        search.check_space(base, ranges, grid, args.seeds)
         points: list = []
+        checked = sweep.build_points(base, grid)  # every categorical value's inputs
     elif args.ranges:
         raise ConfigError("--range is for --search optuna; a grid takes --grid key=v1,v2")
     else:
-        points = sweep.build_points(base, grid, args.seeds, args.samples, args.sample_seed)
+        points = checked = sweep.build_points(base, grid, args.seeds, args.samples,
+                                              args.sample_seed)
     notebooks = select_notebook_names(base.task, args.notebooks)
     spec = sweep.spec_of(base, grid, args.seeds, args.samples, args.sample_seed, notebooks)
     if args.search:
         spec.update(search="optuna", ranges=search.parse_ranges(args.ranges))
-    sweep_dir = (Path(args.sweep_dir).resolve() if args.sweep_dir
+    sweep_dir = (resolve_path(args.sweep_dir) if args.sweep_dir
                  else sweep.default_sweep_dir(spec, args.reports_dir))
     devices = sweep.cuda_devices(args.devices, args.jobs)
-    sweep.preflight_inputs(points or sweep.build_points(base, {}), print)
+    sweep.preflight_inputs(checked, print)
     job = sweep.Sweep(sweep_dir, spec, points, notebooks)
-    if args.search:
-        result = search.run_search(base, job, ranges, grid, args.trials, args.storage,
-                                   args.study or sweep_dir.name, args.seeds, args.sample_seed)
-        print(f"[search] {result['complete']} complete trials, {result['running_elsewhere']} "
-              f"running on other workers; best: {result['best']}")
-        # short of the target with nothing left in flight: trials failed (see the logs)
-        failed = result["complete"] + result["running_elsewhere"] < args.trials
-    else:
-        try:
+    try:
+        if args.search:
+            result = search.run_search(base, job, ranges, grid, args.trials, args.storage,
+                                       args.study or sweep_dir.name, args.seeds,
+                                       args.sample_seed)
+            print(f"[search] {result['complete']} complete trials, "
+                  f"{result['running_elsewhere']} running on other workers; best: "
+                  f"{result['best']}")
+            # short of the target with nothing left in flight: trials failed (see the logs)
+            failed = result["complete"] + result["running_elsewhere"] < args.trials
+            launched = True
+        else:
             counts = job.run(devices)
-        except sweep.SweepError as error:
-            print(f"sftlib: {error}", file=sys.stderr)
-            return 1
-        print(f"[sweep] {counts['ok']} ok, {counts['failed']} failed: {job.index_path}")
-        failed = counts["failed"] > 0
+            print(f"[sweep] {counts['ok']} ok, {counts['failed']} failed, "
+                  f"{counts['interrupted']} interrupted: {job.index_path}")
+            failed, launched = counts["ok"] < len(points), job.launched > 0
+    except sweep.SweepError as error:
+        print(f"sftlib: {error}", file=sys.stderr)
+        return 1
     if not args.no_compare and get_task(base.task).comparison_notebook:
-        _compare_after_sweep(sweep_dir)
+        _compare_after_sweep(sweep_dir, base.metric_for_best, launched)
     return 1 if failed else 0
 
 
@@ -327,17 +334,33 @@ def select_notebook_names(task: str, names: list[str] | None) -> list[str] | Non
     return select_notebooks(task, names) if names else None
 
 
-def _compare_after_sweep(sweep_dir: Path) -> None:
+def _compare_after_sweep(sweep_dir: Path, metric: str, launched: bool) -> None:
+    """The sweep's comparison; a sweep that ran nothing new shows the one it has. Whatever
+    goes wrong here is one line: the runs are done either way."""
     from sftlib import compare
 
+    earlier = sweep_dir / "comparison"
+    if not launched and (earlier / "comparison.json").is_file():
+        _print_comparison(earlier)
+        return
     try:
-        cfg = compare.CompareConfig(runs=[str(sweep_dir)],
+        cfg = compare.CompareConfig(runs=[str(sweep_dir)], metric=metric,
                                     output_dir=str(compare.default_output_dir([str(sweep_dir)])))
         output = compare.run_comparison(cfg)
     except compare.CompareError as error:
         print(f"[sweep] no comparison: {error}")
         return
+    except Exception as error:  # noqa: BLE001  (a failed notebook: its report says where)
+        print(f"[sweep] the comparison failed: {type(error).__name__}: "
+              f"{str(error).splitlines()[0] if str(error) else ''}")
+        return
     _print_comparison(output)
+
+
+def _number(value: float | None, std: float | None = None) -> str:
+    if value is None:
+        return "n/a (no finite value)"
+    return f"{value:.4f}" + (f" ± {std:.4f}" if std is not None else "")
 
 
 def _print_comparison(output: Path) -> None:
@@ -345,9 +368,8 @@ def _print_comparison(output: Path) -> None:
     print(f"[compare] ranking by validation {result['metric']}:")
     for number, label in enumerate(result["ranking"], start=1):
         row = result["summary"][label]
-        mean, std = row[f"validation/{result['metric']}/mean"], \
-            row[f"validation/{result['metric']}/std"]
-        print(f"  {number}. {label}: {mean:.4f}" + (f" ± {std:.4f}" if std is not None else ""))
+        print(f"  {number}. {label}: " + _number(row[f"validation/{result['metric']}/mean"],
+                                                 row[f"validation/{result['metric']}/std"]))
     for line in result["verdicts"]:
         print(f"[compare] {line}")
     for page in sorted((output / "html").glob("*.html")):
@@ -356,6 +378,7 @@ def _print_comparison(output: Path) -> None:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from sftlib import compare
+    from sftlib.pipeline import PipelineError
 
     cfg = compare.CompareConfig(runs=args.runs, metric=args.metric, alpha=args.alpha,
                                 bootstrap_resamples=args.bootstrap_resamples,
@@ -366,6 +389,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     except compare.CompareError as error:
         print(f"sftlib: {error}", file=sys.stderr)
         return 2
+    except PipelineError as error:
+        print(f"sftlib: the comparison failed: {error}", file=sys.stderr)
+        return 1
     _print_comparison(output)
     return 0
 

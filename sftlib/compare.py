@@ -1,8 +1,9 @@
 """Compare runs: which config is best, by how much, and whether the difference is real.
 
 `sftlib compare RUN_OR_SWEEP...` and the task's comparison notebook read run
-folders (a sweep folder stands for the runs its sweep.json lists as ok; any other folder
-for the run folders in it) and build:
+folders (a sweep folder stands for the runs its sweep.json lists; any other folder for the
+run folders in it; only runs whose manifest says "ok" count, one per config and seed, the
+newest) and build:
 
 - `config_table`: one row per config, only the RunConfig keys that differ between configs
   (runs that differ only in seed are one config), with the seeds it ran;
@@ -11,9 +12,10 @@ for the run folders in it) and build:
 - `curves_figure`: training loss, validation metric and learning rate of every run, one
   colour per config, each seed a thin line and the seeds' mean a thick one;
 - `significance_table`: the best config (highest mean validation `metric`, or lowest loss)
-  against each other one on the same rows, per seed pair and pooled (`sftlib.significance`:
-  McNemar's exact test and a paired bootstrap; the verdict in words), on validation (where
-  the best was chosen) and on test (the confirmation that the choice did not make);
+  against each other one on the same rows, on per-example correctness (accuracy, whatever
+  ranks), per seed pair and pooled (`sftlib.significance`: McNemar's exact test and a paired
+  bootstrap; the verdict in words), on validation (where the best was chosen) and on test
+  (the confirmation that the choice did not make);
 - the ranking, all of it in `comparison.json` + CSV files (`write_outputs`).
 
 The paired tests need per-example predictions (`predictions/<split>.csv`, written by
@@ -86,6 +88,7 @@ class RunRecord:
     run_dir: Path
     config: dict[str, Any]
     metrics: dict[str, Any]
+    started: str = ""  # the manifest's started_utc: the newer of two same-seed runs wins
 
     @property
     def name(self) -> str:
@@ -152,12 +155,29 @@ def collect_runs(paths: Iterable[str | Path]) -> tuple[list[RunRecord], list[dic
                 continue
             metrics_path = folder / "metrics.json"
             metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-            runs.append(RunRecord(folder, manifest.get("config", {}), metrics))
+            runs.append(RunRecord(folder, manifest.get("config", {}), metrics,
+                                  str(manifest.get("started_utc", ""))))
+    runs, duplicates = newest_per_seed(runs)
+    skipped += duplicates
     if not runs:
         raise CompareError(f"no finished run in {', '.join(map(str, paths))}"
                            + (f" ({len(skipped)} left out: not ok)" if skipped else ""))
     comparison_task(runs)
     return runs, skipped
+
+
+def newest_per_seed(runs: Sequence[RunRecord]) -> tuple[list[RunRecord], list[dict[str, str]]]:
+    """One run per (config, seed): the newest; the others are left out, saying which run
+    replaced them (a re-run must not count as another seed)."""
+    kept: dict[tuple[str, int], RunRecord] = {}
+    for run in sorted(runs, key=lambda r: (r.started, r.name)):
+        key = (config_id(run.config, ignore=("seed",)), run.seed)
+        kept[key] = run
+    chosen = {id(r) for r in kept.values()}
+    dropped = [{"run": r.name, "reason": "same config and seed as the newer run "
+                f"{kept[(config_id(r.config, ignore=('seed',)), r.seed)].name}"}
+               for r in runs if id(r) not in chosen]
+    return [r for r in runs if id(r) in chosen], dropped
 
 
 def comparison_task(runs: Sequence[RunRecord]) -> str:
@@ -215,7 +235,10 @@ def metrics_summary(groups: dict[str, list[RunRecord]]) -> pd.DataFrame:
         row = {}
         for section, metric in METRIC_COLUMNS:
             values = [r.metrics.get(section, {}).get(metric) for r in group]
+            # a diverged run's NaN is left out of its config's mean (and of n) rather than
+            # turning the whole config blank
             values = np.array([v for v in values if v is not None], dtype=float)
+            values = values[np.isfinite(values)]
             row[(section, metric, "mean")] = values.mean() if len(values) else np.nan
             # sample std (ddof=1): the spread a new seed would show; one seed has none
             row[(section, metric, "std")] = values.std(ddof=1) if len(values) > 1 else np.nan
@@ -313,7 +336,9 @@ PHRASES = {"better": "better than", "worse": "worse than",
 
 def verdict_lines(table: pd.DataFrame, best: str, split: str) -> list[str]:
     """One sentence per other config, from its pooled (or only) row."""
-    lines = []
+    lines: list[str] = []
+    if table.empty or "config" not in table:
+        return lines
     for other, rows in table.groupby("config", sort=False):
         row = rows.iloc[-1]
         if row["scope"] == "not tested":
@@ -322,9 +347,10 @@ def verdict_lines(table: pd.DataFrame, best: str, split: str) -> list[str]:
         lines.append(
             f"{split}: {best} is {PHRASES[row['verdict']]} {other}: accuracy difference "
             f"{row['difference'] * 100:+.2f} points (95% interval {row['low'] * 100:+.2f} to "
-            f"{row['high'] * 100:+.2f}), McNemar p = {row['p_value']:.3g} "
-            f"({row['scope']}, {int(row['only_a_right'])} vs {int(row['only_b_right'])} rows "
-            "only one got right)")
+            f"{row['high'] * 100:+.2f}), {row['test']} p = {row['p_value']:.3g} "
+            f"({row['scope']}; {int(row['only_a_right'])} vs {int(row['only_b_right'])} "
+            f"{'rows' if row['scope'].startswith('seed') else 'row x seed-pair cases'} only "
+            "one got right)")
     return lines
 
 
@@ -459,7 +485,16 @@ def run_comparison(cfg: CompareConfig, kernel_name: str = "python3",
     """Notebook 06 on `cfg.runs` with papermill into `cfg.output_dir` (a new folder): the
     executed notebook, its HTML, figures, comparison.json and the CSV tables. The runs are
     read and checked first, so nothing to compare fails before a kernel starts."""
-    from sftlib.pipeline import execute_notebook, kernel_environment, notebook_dir
+    import papermill as pm
+
+    from sftlib import html_report
+    from sftlib.pipeline import (
+        PipelineError,
+        execute_notebook,
+        failing_cell,
+        kernel_environment,
+        notebook_dir,
+    )
     from sftlib.report import project_root
     from sftlib.tasks import get_task
 
@@ -475,6 +510,14 @@ def run_comparison(cfg: CompareConfig, kernel_name: str = "python3",
                   "runs": [str(latest_sweep()) if r == "latest" else str(resolve_path(r))
                            for r in cfg.runs]}
     log(f"[compare] {source.stem} -> {output}")
-    with kernel_environment(root):
-        execute_notebook(source, output, parameters, root, kernel_name, log)
+    try:
+        with kernel_environment(root):
+            execute_notebook(source, output, parameters, root, kernel_name, log)
+    except pm.PapermillExecutionError as error:
+        executed = output / "notebooks" / source.name
+        cell, first_line = failing_cell(executed)
+        html_report.export_html(executed, output / "html" / f"{source.stem}.html")
+        raise PipelineError(f"notebook {source.stem} failed in code cell {cell} "
+                            f"({first_line!r}): {error.ename}: {error.evalue}; the partial "
+                            f"report is kept in {output}") from None
     return output

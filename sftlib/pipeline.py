@@ -342,6 +342,8 @@ def run_pipeline(cfg: RunConfig, notebooks: list[str] | None = None,
     cfg.save(report.path("run_config.json"))
     manifest = {
         "run_id": run_dir.name, "status": "running", "pid": os.getpid(),
+        # set by `sftlib sweep` for each run it starts: how it finds the folder a launch made
+        "launch_id": os.environ.get("SFTLIB_LAUNCH_ID"),
         "started_utc": datetime.now(UTC).isoformat(timespec="seconds"),
         "config": cfg.to_dict(), "seed": cfg.seed, "notebooks": {},
         "packages": package_versions(), "git": git_state(root),

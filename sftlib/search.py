@@ -8,8 +8,8 @@ The space: `--range key=low:high` (a float, or an int when both ends are integer
 samples on a log scale) and `--grid key=a,b` (categorical). Each trial's config is checked
 like any RunConfig; the objective is its run's validation `metric_for_best` (the mean over
 `--seeds` seeds when several), maximized (minimized for loss). The sampler is Optuna's TPE,
-seeded with `--sample-seed` (mixed with the worker's host and pid when `--storage` is shared,
-so that workers do not draw the same start-up trials).
+seeded with `--sample-seed` mixed with the worker's host and pid, so that workers sharing a
+study (or a resumed study) do not draw the same start-up trials.
 
 The study lives in an RDB storage: `sqlite:///<sweep folder>/optuna.db` by default, or any
 SQLAlchemy URL with `--storage` (PostgreSQL or MySQL for several machines). `--trials N` is
@@ -40,7 +40,7 @@ from typing import Any
 
 from sftlib.config import ConfigError, RunConfig, parse_overrides
 from sftlib.report import write_json_atomic
-from sftlib.sweep import Log, Point, Sweep, build_points, run_on_slots
+from sftlib.sweep import Log, Point, Sweep, SweepError, build_points, run_on_slots
 
 HEARTBEAT_S = 60  # a trial's worker reports alive this often ...
 GRACE_S = 180  # ... and its trial is failed (then retried once) after this much silence
@@ -80,14 +80,22 @@ def _number(value: Any) -> Any:
 
 
 def check_space(base: RunConfig, ranges: dict[str, tuple[Any, Any, bool]],
-                grid: dict[str, list[Any]]) -> None:
-    """Both ends of every range and every grid value make a valid config (with the base)."""
+                grid: dict[str, list[Any]], seeds: int = 1) -> None:
+    """Both ends of every range and every grid value make a valid config (with the base);
+    an integer key takes integer ends; the seed is searched or repeated, not both."""
     if not ranges and not grid:
         raise ConfigError("--search optuna needs a space: --range key=low:high and/or "
                           "--grid key=a,b")
     overlap = set(ranges) & set(grid)
     if overlap:
         raise ConfigError(f"{', '.join(sorted(overlap))}: both --range and --grid; use one")
+    if seeds > 1 and ("seed" in ranges or "seed" in grid):
+        raise ConfigError("--seeds repeats each trial with seed, seed+1, ...; do not also "
+                          "search the seed")
+    for key, (low, high, _) in ranges.items():
+        if _is_int_field(key) and not (isinstance(low, int) and isinstance(high, int)):
+            raise ConfigError(f"--range {key}: an integer key; give integer ends, got "
+                              f"{low!r}:{high!r}")
     for key, (low, high, _) in ranges.items():
         for value in (low, high):
             try:
@@ -98,12 +106,21 @@ def check_space(base: RunConfig, ranges: dict[str, tuple[Any, Any, bool]],
     build_points(base, grid)  # each grid value, the same check
 
 
+def _is_int_field(key: str) -> bool:
+    """A RunConfig field that takes an int and no float (batch_size; not epochs)."""
+    import typing
+
+    hint = typing.get_type_hints(RunConfig)[key]
+    allowed = typing.get_args(hint) or (hint,)
+    return int in allowed and float not in allowed
+
+
 def suggest(trial, ranges: dict[str, tuple[Any, Any, bool]],
             grid: dict[str, list[Any]]) -> dict[str, Any]:
     """The trial's values for the space (floats, ints, categories)."""
     values: dict[str, Any] = {}
     for key, (low, high, log) in ranges.items():
-        if isinstance(low, int) and isinstance(high, int):
+        if _is_int_field(key):  # the field's type decides: warmup_ratio=0:1 is a float
             values[key] = trial.suggest_int(key, low, high, log=log)
         else:
             values[key] = trial.suggest_float(key, float(low), float(high), log=log)
@@ -124,6 +141,23 @@ def storage_for(url: str):
             url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S,
             grace_period=GRACE_S, heartbeat_stale_trial_callback=(
                 optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)))
+
+
+def check_search_folder(sweep: Sweep, study_name: str) -> None:
+    """A grid sweep's folder, or another study's, is not written into."""
+    if not sweep.index_path.is_file():
+        return
+    try:
+        index = json.loads(sweep.index_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        raise SweepError(f"{sweep.index_path} is damaged; use another --sweep-dir") from None
+    other = index.get("study")
+    if index.get("search") == "optuna" and other == study_name:
+        return
+    if index.get("search") == "optuna":
+        raise SweepError(f"{sweep.dir} holds study {other!r}; use another --sweep-dir, or "
+                         f"--study {other} to continue that study")
+    raise SweepError(f"{sweep.dir} holds a grid sweep; use another --sweep-dir")
 
 
 def open_study(url: str, study_name: str, direction: str, sample_seed: int):
@@ -161,12 +195,14 @@ def run_search(base: RunConfig, sweep: Sweep, ranges: dict[str, tuple[Any, Any, 
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sweep.dir.mkdir(parents=True, exist_ok=True)
+    check_search_folder(sweep, study_name)
     url = storage or f"sqlite:///{sweep.dir / 'optuna.db'}"
     direction = "minimize" if base.metric_for_best == "loss" else "maximize"
     worker = f"{socket.gethostname()}:{os.getpid()}"
-    # workers sharing a study must not draw the same random start-up trials: each mixes its
-    # identity into the seed; a lone worker on its own SQLite file stays reproducible
-    seed = sample_seed if storage is None else zlib.crc32(f"{sample_seed}:{worker}".encode())
+    # workers sharing a study must not draw the same random start-up trials, nor a resumed
+    # study the ones it drew before: each worker mixes its identity into the seed (so the
+    # trials' values are not reproducible from --sample-seed; each run is, from its seed)
+    seed = zlib.crc32(f"{sample_seed}:{worker}".encode())
     study = open_study(url, study_name, direction, seed)
     log(f"[search] study {study_name!r} in {_shown(url)}: {len(_complete(study))} of {trials} "
         f"trials complete; worker {worker}")
@@ -236,8 +272,9 @@ def _run_point(sweep: Sweep, point: Point, log: Log) -> str | None:
     ended: dict[str, int] = {}
     run_on_slots([point], [None], sweep.command, sweep.log_file,
                  on_start=lambda p, d: log(f"[search] run {p.label()} ..."),
-                 on_end=lambda p, d, code, pid: ended.update(code=code, pid=pid))
-    mine = [a for a in attempts_of(sweep.dir, point.id) if a["pid"] == ended.get("pid")]
+                 on_end=lambda p, d, code, launch: ended.update(code=code, launch=launch))
+    mine = [a for a in attempts_of(sweep.dir, point.id)
+            if a["launch_id"] == ended.get("launch")]
     if ended.get("code") != 0 or not mine or mine[0]["status"] != "ok":
         return None
     return mine[0]["run"]

@@ -5,8 +5,8 @@ Two classifiers scored on the same validation rows disagree on some of them; onl
 say which is better. With b = rows A got right and B wrong, c = the reverse:
 
 - **McNemar's exact test** (`mcnemar_exact`): under "equally good", each disagreement is a
-  fair coin, so min(b, c) ~ Binomial(b + c, 1/2); the two-sided p-value is the binomial
-  test's (scipy.stats.binomtest), as statsmodels' `mcnemar(exact=True)` computes it.
+  fair coin, so b ~ Binomial(b + c, 1/2); the two-sided p-value is the binomial test's
+  (scipy.stats.binomtest on min(b, c)), as statsmodels' `mcnemar(exact=True)` computes it.
 - **A paired bootstrap** (`paired_bootstrap`) of the accuracy difference: rows are resampled
   with replacement, the same rows for both runs, and the difference recomputed; the 2.5 and
   97.5 percentiles bound it. Given several seeds per config (pairs of runs), each replicate
@@ -53,10 +53,9 @@ def disagreements(correct_a: np.ndarray, correct_b: np.ndarray) -> tuple[int, in
     return int(np.sum(a & ~b)), int(np.sum(~a & b))
 
 
-def paired_bootstrap(correct_a: np.ndarray, correct_b: np.ndarray,
-                     resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0,
-                     confidence: float = CONFIDENCE) -> tuple[float, float, float]:
-    """(difference, low, high) of accuracy(A) - accuracy(B).
+def bootstrap_differences(correct_a: np.ndarray, correct_b: np.ndarray,
+                          resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> np.ndarray:
+    """Redrawn accuracy(A) - accuracy(B), one per resample.
 
     Arrays are (rows,) for one pair of runs or (seed pairs, rows) for several: then each
     replicate draws seed pairs and rows with replacement (the same rows for every pair)."""
@@ -72,9 +71,27 @@ def paired_bootstrap(correct_a: np.ndarray, correct_b: np.ndarray,
         chosen_pairs = rng.integers(0, pairs, pairs) if pairs > 1 else np.zeros(1, dtype=int)
         chosen_rows = rng.integers(0, rows, rows)
         estimates[i] = diff[np.ix_(chosen_pairs, chosen_rows)].mean()
+    return estimates
+
+
+def paired_bootstrap(correct_a: np.ndarray, correct_b: np.ndarray,
+                     resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0,
+                     confidence: float = CONFIDENCE) -> tuple[float, float, float]:
+    """(difference, low, high) of accuracy(A) - accuracy(B): the observed difference and
+    the percentile interval of `bootstrap_differences`."""
+    estimates = bootstrap_differences(correct_a, correct_b, resamples, seed)
+    difference = float(np.mean(np.asarray(correct_a, dtype=float))
+                       - np.mean(np.asarray(correct_b, dtype=float)))
     tail = (1 - confidence) / 2 * 100
     low, high = np.percentile(estimates, [tail, 100 - tail])
-    return float(diff.mean()), float(low), float(high)
+    return difference, float(low), float(high)
+
+
+def bootstrap_p_value(estimates: np.ndarray) -> float:
+    """Two-sided: twice the share of redrawn differences on the far side of zero, counted
+    as (1 + k) / (1 + B) so that B redraws never claim a p below 1 / (1 + B)."""
+    far_side = min(int(np.sum(estimates <= 0)), int(np.sum(estimates >= 0)))
+    return float(min(1.0, 2 * (1 + far_side) / (1 + len(estimates))))
 
 
 def verdict(low: float, high: float, p_value: float, alpha: float = ALPHA) -> str:
@@ -91,13 +108,14 @@ class PairedResult:
     """One comparison of A with B on one split: per seed pair, or pooled over pairs."""
 
     scope: str  # "seed 42" / "pooled (3 seed pairs)"
+    test: str  # "McNemar exact" (one pair of runs) / "bootstrap" (pooled over seed pairs)
     rows: int
     accuracy_a: float
     accuracy_b: float
     difference: float
     low: float
     high: float
-    only_a_right: int  # McNemar's b
+    only_a_right: int  # McNemar's b (pooled: summed over seed pairs, row x pair counts)
     only_b_right: int  # McNemar's c
     p_value: float
     verdict: str
@@ -109,11 +127,21 @@ class PairedResult:
 def compare_correctness(correct_a: np.ndarray, correct_b: np.ndarray, scope: str,
                         alpha: float = ALPHA, resamples: int = BOOTSTRAP_RESAMPLES,
                         seed: int = 0) -> PairedResult:
-    """McNemar (disagreements summed over seed pairs) and the bootstrap, with the verdict."""
+    """One pair of runs: McNemar's exact p and the row bootstrap's (1 - alpha) interval.
+    Several seed pairs (arrays of shape (pairs, rows)): the p-value and the interval both
+    come from the bootstrap over rows and seed pairs; McNemar on counts summed over pairs
+    would treat each row as pairs-many independent rows and shrink p with every seed added."""
     a = np.atleast_2d(np.asarray(correct_a, dtype=bool))
     b = np.atleast_2d(np.asarray(correct_b, dtype=bool))
     only_a, only_b = disagreements(a, b)
-    p_value = mcnemar_exact(only_a, only_b)
-    difference, low, high = paired_bootstrap(a, b, resamples, seed)
-    return PairedResult(scope, int(a.shape[1]), float(a.mean()), float(b.mean()), difference,
-                        low, high, only_a, only_b, p_value, verdict(low, high, p_value, alpha))
+    estimates = bootstrap_differences(a, b, resamples, seed)
+    tail = alpha / 2 * 100
+    low, high = (float(v) for v in np.percentile(estimates, [tail, 100 - tail]))
+    if a.shape[0] == 1:
+        test, p_value = "McNemar exact", mcnemar_exact(only_a, only_b)
+    else:
+        test, p_value = "bootstrap", bootstrap_p_value(estimates)
+    difference = float(a.mean() - b.mean())
+    return PairedResult(scope, test, int(a.shape[1]), float(a.mean()), float(b.mean()),
+                        difference, low, high, only_a, only_b, p_value,
+                        verdict(low, high, p_value, alpha))

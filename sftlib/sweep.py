@@ -49,6 +49,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -122,6 +123,9 @@ def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
         if key in SWEEP_OWNED:
             raise ConfigError(f"--grid {key}: the sweep sets it (each point gets its own run "
                               "folder); use --sweep-dir for the sweep's folder")
+        if key in NOT_THE_RECIPE:
+            raise ConfigError(f"--grid {key}: only changes how a run is shown, not the model "
+                              "it trains; set it with --set")
         try:
             values = [coerce_value(key, parse_overrides([f"{key}={part}"])[key])
                       for part in raw.split(",")]
@@ -161,6 +165,8 @@ def build_points(base: RunConfig, grid: dict[str, list[Any]], seeds: int = 1,
                 shown = ", ".join(f"{k}={v!r}" for k, v in overrides.items())
                 raise ConfigError(f"sweep point {shown}: {error}") from None
             points.append(Point(overrides, config))
+    if len({p.id for p in points}) != len(points):  # parse_grid keeps such keys out
+        raise ConfigError("two sweep points have the same config; each value once")
     return points
 
 
@@ -220,7 +226,8 @@ def attempts_of(sweep_dir: Path, point_id: str) -> list[dict[str, Any]]:
             continue
         if manifest_point_id(manifest) == point_id:
             attempts.append({"run": manifest_path.parent.name, "status": run_status(manifest),
-                             "pid": manifest.get("pid")})
+                             "pid": manifest.get("pid"),
+                             "launch_id": manifest.get("launch_id")})
     return attempts
 
 
@@ -233,7 +240,7 @@ def cuda_devices(requested: str = "auto", cpu_jobs: int = 1) -> list[str | None]
         raise ConfigError(f"--jobs: between 1 and this machine's {os.cpu_count()} CPU "
                           f"threads, got {cpu_jobs}")
     if requested == "cpu":
-        return [None] * cpu_jobs
+        return [CPU_ONLY] * cpu_jobs
     if requested != "auto":
         if cpu_jobs > 1:
             raise ConfigError("--jobs is for runs on the CPU; with --devices each GPU runs "
@@ -252,11 +259,31 @@ def cuda_devices(requested: str = "auto", cpu_jobs: int = 1) -> list[str | None]
     return [str(i) for i in range(count)] if count > 1 else [None] * cpu_jobs
 
 
+CPU_ONLY = ""  # a slot's device for `--devices cpu`: CUDA_VISIBLE_DEVICES="" hides the GPUs
+
+
+def on_the_cpu(device: str | None) -> bool:
+    return device is None or device == CPU_ONLY
+
+
 def cpu_threads_per_run(devices: Sequence[str | None]) -> int | None:
     """With several runs on the CPU at once, each gets its share of the threads
     (OMP_NUM_THREADS, which torch reads); None leaves a lone run all of them."""
-    jobs = sum(d is None for d in devices)
+    jobs = sum(on_the_cpu(d) for d in devices)
     return max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
+
+
+def describe_slots(devices: Sequence[str | None]) -> str:
+    gpus = [d for d in devices if not on_the_cpu(d)]
+    if gpus:
+        return f"one run at a time on each of GPUs {', '.join(gpus)}"
+    where = "the CPU (GPUs hidden)" if CPU_ONLY in devices else "this machine"
+    return (f"{len(devices)} runs at a time on {where}" if len(devices) > 1
+            else f"one run at a time on {where}")
+
+
+LAUNCH_ENV = "SFTLIB_LAUNCH_ID"  # a run's manifest records it: which folder a launch made
+ATTEMPT_MARK = "[sweep] launch"  # the line each launch starts its part of the point's log with
 
 
 @dataclasses.dataclass
@@ -264,54 +291,67 @@ class Launched:
     point: Point
     device: str | None
     process: subprocess.Popen
-    started: float
+    launch_id: str
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: SIGKILL when the sweep process dies (Linux prctl), so a
-    killed sweep leaves no run training on without anyone to record it."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+def _parent_death_signal() -> Callable[[], None] | None:
+    """A preexec function that makes the child receive SIGKILL when the sweep process dies
+    (Linux prctl PR_SET_PDEATHSIG), so a killed sweep leaves no run training on with nobody
+    to record it; None where there is no such call. libc is loaded here, in the parent: the
+    child between fork and exec should only make the one call."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return lambda: prctl(1, signal.SIGKILL)
 
 
 def run_on_slots(points: Sequence[Point], devices: Sequence[str | None],
                  command: Callable[[Point], list[str]], log_path: Callable[[Point], Path],
                  on_start: Callable[[Point, str | None], None],
-                 on_end: Callable[[Point, str | None, int, int], None],
+                 on_end: Callable[[Point, str | None, int, str], None],
                  poll_s: float = 0.5) -> None:
     """Run each point as a subprocess, at most one per device at a time, in order; the next
     pending point goes to the first slot that frees. A slot's device goes to its run as
-    CUDA_VISIBLE_DEVICES; `on_end` gets the exit code and the child's pid (which its run's
-    manifest records). On KeyboardInterrupt the running children get SIGTERM (their runs
-    end "interrupted"), are waited for, and the interrupt goes on up."""
+    CUDA_VISIBLE_DEVICES; each launch gets a fresh id in SFTLIB_LAUNCH_ID, which its run's
+    manifest records and `on_end` receives with the exit code.
+
+    Children run in their own sessions, so Ctrl-C in a terminal reaches the sweep only; on
+    KeyboardInterrupt (Ctrl-C, or SIGTERM through the command line) each running child gets
+    exactly one SIGTERM (its run ends "interrupted"), is waited for, and the interrupt goes
+    on up."""
     pending = list(points)
     running: dict[int, Launched] = {}  # slot index -> its run
     threads = cpu_threads_per_run(devices)
+    preexec = _parent_death_signal()
     try:
         while pending or running:
             for slot, device in enumerate(devices):
                 if slot in running or not pending:
                     continue
                 point = pending.pop(0)
-                env = dict(os.environ)
+                launch_id = uuid.uuid4().hex
+                env = {**os.environ, LAUNCH_ENV: launch_id}
                 if device is not None:
                     env["CUDA_VISIBLE_DEVICES"] = device
-                elif threads is not None:
+                if on_the_cpu(device) and threads is not None:
                     env["OMP_NUM_THREADS"] = str(threads)
                 log_file = log_path(point)
                 log_file.parent.mkdir(parents=True, exist_ok=True)
                 with open(log_file, "ab") as out:
+                    out.write(f"{ATTEMPT_MARK} {launch_id}\n".encode())
+                    out.flush()
                     process = subprocess.Popen(command(point), stdout=out,
                                                stderr=subprocess.STDOUT, env=env,
-                                               stdin=subprocess.DEVNULL,
-                                               preexec_fn=_die_with_parent)
-                running[slot] = Launched(point, device, process, time.monotonic())
+                                               stdin=subprocess.DEVNULL, preexec_fn=preexec,
+                                               start_new_session=True)
+                running[slot] = Launched(point, device, process, launch_id)
                 on_start(point, device)
             for slot, launched in list(running.items()):
                 code = launched.process.poll()
                 if code is not None:
                     del running[slot]
-                    on_end(launched.point, launched.device, code, launched.process.pid)
+                    on_end(launched.point, launched.device, code, launched.launch_id)
             if running:
                 time.sleep(poll_s)
     except KeyboardInterrupt:
@@ -319,22 +359,25 @@ def run_on_slots(points: Sequence[Point], devices: Sequence[str | None],
         raise
 
 
-def stop_children(processes: Sequence[subprocess.Popen], grace_s: float = 5.0) -> None:
-    """Let runs end "interrupted": Ctrl-C in a terminal reached them too (one process group),
-    so give them `grace_s` to finish on their own, then SIGTERM (the sweep alone was
-    signalled: `kill PID`), and SIGKILL a run that still has not ended after two minutes.
-    Never a second signal to a run already stopping: it would cut its manifest short."""
-    for process in processes:
-        try:
-            process.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
+def stop_children(processes: Sequence[subprocess.Popen], wait_s: float = 120.0) -> None:
+    """One SIGTERM to each child (a second signal would cut its "interrupted" manifest
+    short), then wait; SIGKILL a child that has not ended after `wait_s`. Further Ctrl-C or
+    SIGTERM to the sweep meanwhile are ignored: it is already stopping."""
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT,
+                                                                     signal.SIGTERM)}
+    try:
+        for process in processes:
             with contextlib.suppress(ProcessLookupError):
                 process.send_signal(signal.SIGTERM)
-    for process in processes:
-        try:
-            process.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        for process in processes:
+            try:
+                process.wait(timeout=wait_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 # the sweep ----------------------------------------------------------------------------------
@@ -363,12 +406,14 @@ def folder_lock(sweep_dir: Path):
 
 
 def last_error_line(log_file: Path) -> str:
-    """The line a failed run ended with ("[run] FAILED: ..." or "sftlib: ..."), for the index."""
+    """The line the latest launch in a point's log ended with ("[run] FAILED: ..." or
+    "sftlib: ..."), for the index; earlier attempts' lines above it are not read."""
     try:
-        lines = [line for line in log_file.read_text(errors="replace").splitlines()
-                 if line.strip()]
+        text = log_file.read_text(errors="replace")
     except OSError:
         return ""
+    latest = text.rsplit(ATTEMPT_MARK, 1)[-1].splitlines()[1:]
+    lines = [line for line in latest if line.strip()]
     marked = [line for line in lines if line.startswith(("[run] FAILED", "sftlib:", "[run] "
                                                          "interrupted"))]
     return (marked or lines or [""])[-1][:500]
@@ -383,6 +428,7 @@ class Sweep:
             sweep_dir, spec, points, notebooks, log)
         self.index_path = sweep_dir / "sweep.json"
         self.entries: dict[str, dict[str, Any]] = {}
+        self.launched = 0  # runs started by the last `run()`
 
     def check_spec(self) -> None:
         """A folder holding another sweep is never mixed into this one."""
@@ -420,6 +466,16 @@ class Sweep:
                 todo.append(point)
         return todo
 
+    def refuse_live_runs(self, todo: Sequence[Point]) -> None:
+        """A point whose earlier run is still going (its process alive: started by hand, or
+        left by a sweep that could not stop it) is not started a second time."""
+        for point in todo:
+            live = [a for a in attempts_of(self.dir, point.id) if a["status"] == "running"]
+            if live:
+                raise SweepError(f"run {live[0]['run']} of point {point.label() or 'base'} "
+                                 f"is still running (pid {live[0]['pid']}); wait for it or "
+                                 "stop it, then run the sweep again")
+
     def command(self, point: Point) -> list[str]:
         config_file = self.dir / "configs" / f"{point.id}.json"
         point.config.save(config_file)
@@ -435,10 +491,11 @@ class Sweep:
         with folder_lock(self.dir):
             self.check_spec()
             todo = self.refresh()
+            self.refuse_live_runs(todo)
             total = len(self.points)
             self.log(f"[sweep] {self.dir}: {total} runs, {total - len(todo)} done, "
-                     f"{len(todo)} to run" + (f" on GPUs {', '.join(map(str, devices))}"
-                                               if devices != [None] else ""))
+                     f"{len(todo)} to run" + (f", {describe_slots(devices)}" if todo else ""))
+            self.launched = len(todo)
             self.write_index("running")
 
             def on_start(point: Point, device: str | None) -> None:
@@ -447,12 +504,13 @@ class Sweep:
                 self.write_index("running")
                 self.log(f"[sweep] {entry['number']}/{total} {point.label() or 'base'} ...")
 
-            def on_end(point: Point, device: str | None, code: int, pid: int) -> None:
+            def on_end(point: Point, device: str | None, code: int, launch_id: str) -> None:
                 entry = self.entries[point.id]
                 entry["attempts"] = attempts_of(self.dir, point.id)
-                # this process's run: the one whose manifest has its pid (none if it failed
+                # this launch's run: the manifest with its launch id (none if it failed
                 # before creating a run folder)
-                latest = next((a for a in entry["attempts"] if a["pid"] == pid), {})
+                latest = next((a for a in entry["attempts"] if a["launch_id"] == launch_id),
+                              {})
                 ok = code == 0 and latest.get("status") == "ok"
                 entry.update(status="ok" if ok else ("interrupted" if code == 130 else
                                                      "failed"), run=latest.get("run"))
@@ -466,6 +524,10 @@ class Sweep:
             try:
                 run_on_slots(todo, devices, self.command, self.log_file, on_start, on_end)
             except KeyboardInterrupt:
+                for entry in self.entries.values():
+                    if entry["status"] == "running":
+                        entry["status"] = "interrupted"
+                        entry["attempts"] = attempts_of(self.dir, entry["point"])
                 self.write_index("interrupted")
                 raise
             counts = {s: sum(e["status"] == s for e in self.entries.values())

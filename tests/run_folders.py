@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -39,5 +40,6 @@ def write_run(folder: Path, correct: dict[str, np.ndarray], status: str = "ok",
                    "validation", {}).get("accuracy", 0.5), "eval_loss": 0.5}]
     (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     (folder / "manifest.json").write_text(json.dumps(
-        {"run_id": folder.name, "status": status, "pid": None, "config": cfg.to_dict()}))
+        {"run_id": folder.name, "status": status, "pid": None, "config": cfg.to_dict(),
+         "started_utc": datetime.now(UTC).isoformat()}))
     return folder

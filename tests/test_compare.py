@@ -69,10 +69,14 @@ def test_mcnemar_counts_and_p_values_match_statsmodels(two_configs):
         assert row.p_value == pytest.approx(
             statsmodels_mcnemar([[0, b], [c, 0]], exact=True).pvalue, rel=1e-9)
         pooled_b, pooled_c = pooled_b + b, pooled_c + c
+    assert set(table["test"][:3]) == {"McNemar exact"}
     pooled = table.iloc[-1]
     assert (pooled.only_a_right, pooled.only_b_right) == (pooled_b, pooled_c)
-    assert pooled.p_value == pytest.approx(
-        statsmodels_mcnemar([[0, pooled_b], [pooled_c, 0]], exact=True).pvalue, rel=1e-9)
+    # pooled over seed pairs scored on the same rows, p comes from the bootstrap: McNemar
+    # on the summed counts would be far smaller (each row counted once per seed)
+    assert pooled.test == "bootstrap"
+    assert pooled.p_value > statsmodels_mcnemar([[0, pooled_b], [pooled_c, 0]],
+                                                exact=True).pvalue
     assert pooled.verdict == "better"
     assert any(line.startswith("validation: lr=0.0001 is better than lr=3e-05")
                for line in result.verdicts())
@@ -141,3 +145,29 @@ def test_a_hostile_config_value_is_shown_escaped(tmp_path):
     result = compare.compare(CompareConfig(runs=[str(tmp_path)], bootstrap_resamples=200))
     html = readable_html(compare.config_table(result.groups))
     assert payload not in html and "&lt;script&gt;" in html
+
+
+def test_a_rerun_of_one_seed_is_not_another_seed_and_nan_runs_do_not_blank_a_config(tmp_path):
+    write_run(tmp_path / "a1", {"validation": correctness(1, 0.9)}, lr=1e-4, seed=1)
+    write_run(tmp_path / "a1-again", {"validation": correctness(2, 0.9)}, lr=1e-4, seed=1)
+    write_run(tmp_path / "b1", {"validation": correctness(3, 0.8)}, lr=3e-5, seed=1)
+    write_run(tmp_path / "b2", {"validation": correctness(4, 0.8)}, lr=3e-5, seed=2)
+    metrics = json.loads((tmp_path / "b2" / "metrics.json").read_text())
+    metrics["validation"]["loss"] = float("nan")  # a diverged seed
+    (tmp_path / "b2" / "metrics.json").write_text(json.dumps(metrics))
+    result = compare.compare(CompareConfig(runs=[str(tmp_path)], bootstrap_resamples=200))
+    assert [r.name for r in result.groups["lr=0.0001"]] == ["a1-again"]
+    assert result.skipped == [{"run": "a1", "reason": "same config and seed as the newer "
+                                                      "run a1-again"}]
+    b_loss = result.summary.loc["lr=3e-05"]
+    assert b_loss[("validation", "loss", "n")] == 1 and np.isfinite(
+        b_loss[("validation", "loss", "mean")])
+
+
+def test_one_config_has_no_tests_and_no_verdicts(tmp_path):
+    write_run(tmp_path / "a", {"validation": correctness(1, 0.9)}, seed=1)
+    write_run(tmp_path / "b", {"validation": correctness(2, 0.9)}, seed=2)
+    result = compare.compare(CompareConfig(runs=[str(tmp_path)], bootstrap_resamples=200))
+    assert list(result.groups) == ["the one config"] and result.significance == {}
+    assert result.verdicts() == []
+    assert compare.verdict_lines(pd.DataFrame(), result.best, "validation") == []

@@ -103,3 +103,10 @@ def test_bootstrap_interval_holds_the_observed_difference_bounds(pairs):
     difference, low, high = significance.paired_bootstrap(a, b, resamples=200)
     assert difference == pytest.approx(a.mean() - b.mean())
     assert -1 <= low <= high <= 1
+
+
+def test_bootstrap_p_value_is_two_sided_and_never_below_its_resolution():
+    assert significance.bootstrap_p_value(np.full(999, 0.02)) == pytest.approx(2 / 1000)
+    assert significance.bootstrap_p_value(np.full(999, -0.02)) == pytest.approx(2 / 1000)
+    half = np.concatenate([np.full(500, -0.01), np.full(499, 0.01)])
+    assert significance.bootstrap_p_value(half) == 1.0

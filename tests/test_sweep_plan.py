@@ -4,6 +4,7 @@ one run per device at a time (real subprocesses standing in for runs), the folde
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -45,6 +46,7 @@ def test_random_samples_are_distinct_points_of_the_grid_and_repeatable():
     (["lr=1e-4", "lr=3e-4"], "--grid lr: given twice"),
     (["lr="], "expected key=value1,value2"),
     (["lr=1e-4,1e-4"], "listed twice"),
+    (["plot_interval_s=1,2"], "--grid plot_interval_s: only changes how a run is shown"),
 ])
 def test_bad_grids_name_the_key(items, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
@@ -91,6 +93,32 @@ def test_search_ranges_are_checked_at_both_ends():
         search.check_space(RunConfig(), search.parse_ranges(["lr=1e-5:2"]), {})
     with pytest.raises(ConfigError, match="needs a space"):
         search.check_space(RunConfig(), {}, {})
+    with pytest.raises(ConfigError, match="--range batch_size: an integer key"):
+        search.check_space(RunConfig(), search.parse_ranges(["batch_size=8:32.5"]), {})
+    with pytest.raises(ConfigError, match="do not also search the seed"):
+        search.check_space(RunConfig(), search.parse_ranges(["seed=1:9"]), {}, seeds=2)
+
+
+def test_search_draws_floats_for_float_keys_and_ints_for_int_keys():
+    import optuna
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    trial = study.ask()
+    values = search.suggest(trial, search.parse_ranges(["warmup_ratio=0:1", "batch_size=8:64"]),
+                            {"schedule": ["linear", "cosine"]})
+    assert isinstance(values["warmup_ratio"], float) and 0 < values["warmup_ratio"] < 1
+    assert isinstance(values["batch_size"], int) and values["schedule"] in ("linear", "cosine")
+
+
+def test_a_search_never_writes_into_a_grid_sweep_or_another_study(tmp_path):
+    grid_sweep = sweep.Sweep(tmp_path, {}, [], None)
+    (tmp_path / "sweep.json").write_text(json.dumps({"spec": {}, "points": []}))
+    with pytest.raises(sweep.SweepError, match="holds a grid sweep"):
+        search.check_search_folder(grid_sweep, "mine")
+    (tmp_path / "sweep.json").write_text(json.dumps({"search": "optuna", "study": "theirs"}))
+    with pytest.raises(sweep.SweepError, match="--study theirs to continue that study"):
+        search.check_search_folder(grid_sweep, "mine")
+    search.check_search_folder(grid_sweep, "theirs")
 
 
 # scheduling with real processes: each "run" records its device and when it ran ----------
@@ -145,18 +173,18 @@ def test_on_a_cpu_runs_go_one_at_a_time_with_the_environment_untouched(tmp_path,
     assert not any(_overlap(a, b) for i, a in enumerate(runs) for b in runs[i + 1:])
 
 
-def test_cpu_jobs_run_side_by_side_sharing_the_threads(tmp_path, monkeypatch):
+def test_cpu_jobs_run_side_by_side_sharing_the_threads_with_gpus_hidden(tmp_path, monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(os, "cpu_count", lambda: 8)
-    _, runs, _ = _run_recorded(tmp_path, [None, None], count=4)
-    assert {r["threads"] for r in runs} == {"4"}
+    _, runs, _ = _run_recorded(tmp_path, sweep.cuda_devices("cpu", cpu_jobs=2), count=4)
+    assert {r["threads"] for r in runs} == {"4"} and {r["gpu"] for r in runs} == {""}
     assert any(_overlap(a, b) for i, a in enumerate(runs) for b in runs[i + 1:])
 
 
 def test_devices_flag():
     assert sweep.cuda_devices("0,1,1") == ["0", "1"]
-    assert sweep.cuda_devices("cpu") == [None]
-    assert sweep.cuda_devices("cpu", cpu_jobs=2) == [None, None]
+    assert sweep.cuda_devices("cpu") == [sweep.CPU_ONLY] == [""]  # GPUs hidden
+    assert sweep.cuda_devices("cpu", cpu_jobs=2) == ["", ""]
     with pytest.raises(ConfigError, match="--jobs is for runs on the CPU"):
         sweep.cuda_devices("0,1", cpu_jobs=2)
     with pytest.raises(ConfigError, match="--jobs: between 1"):
@@ -199,12 +227,38 @@ def _signal_child(tmp_path, name, lifetime_s):
     return child, record
 
 
-def test_stopping_a_sweep_lets_runs_end_and_terminates_only_those_still_going(tmp_path):
-    ending, ending_record = _signal_child(tmp_path, "ending", 0.3)  # stopping already
-    going, going_record = _signal_child(tmp_path, "going", 60)  # never told
-    sweep.stop_children([ending, going], grace_s=1.0)
-    assert ending.returncode == 0 and not ending_record.exists()  # no second signal
-    assert going.returncode == 130 and going_record.read_text() == "SIGTERM\n"
+def test_stopping_a_sweep_sends_each_run_one_sigterm_and_ignores_a_second_ctrl_c(tmp_path):
+    first, first_record = _signal_child(tmp_path, "first", 60)
+    second, second_record = _signal_child(tmp_path, "second", 60)
+    previous = signal.getsignal(signal.SIGINT)
+    original_send = subprocess.Popen.send_signal
+
+    def send_and_press_ctrl_c(process, sig):  # the user presses Ctrl-C again meanwhile
+        original_send(process, sig)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    subprocess.Popen.send_signal = send_and_press_ctrl_c
+    try:
+        sweep.stop_children([first, second], wait_s=30)
+    finally:
+        subprocess.Popen.send_signal = original_send
+    assert (first.returncode, second.returncode) == (130, 130)
+    assert first_record.read_text() == second_record.read_text() == "SIGTERM\n"
+    assert signal.getsignal(signal.SIGINT) is previous  # restored after
+
+
+def test_a_killed_childs_run_is_not_mistaken_for_another_launch(tmp_path):
+    """Launches are told apart by the id each gets, not by pid (pids are reused)."""
+    points = sweep.build_points(RunConfig(), sweep.parse_grid(["lr=1e-4,3e-4"]))
+    ids = []
+    code = "import os, sys; open(sys.argv[1], 'a').write(os.environ['SFTLIB_LAUNCH_ID'] + '\\n')"
+    sweep.run_on_slots(points, [None],
+                       command=lambda p: [sys.executable, "-c", code, str(tmp_path / "ids")],
+                       log_path=lambda p: tmp_path / f"{p.id}.log", on_start=lambda p, d: None,
+                       on_end=lambda p, d, rc, launch: ids.append(launch), poll_s=0.05)
+    assert (tmp_path / "ids").read_text().split() == ids and len(set(ids)) == 2
+    assert all(f"{sweep.ATTEMPT_MARK} {launch}" in (tmp_path / f"{p.id}.log").read_text()
+               for p, launch in zip(points, ids))
 
 
 # the sweep's bookkeeping with stand-in runs: each writes the manifest a run would ----------
@@ -220,7 +274,7 @@ with open(os.path.join(reports, "launched.txt"), "a") as out:
 folder = os.path.join(reports, "run-%s-%s" % (config["lr"], config["seed"]))
 os.makedirs(folder)
 json.dump({"run_id": os.path.basename(folder), "status": "ok", "pid": os.getpid(),
-           "config": dict(config, output_dir=folder)},
+           "launch_id": os.environ["SFTLIB_LAUNCH_ID"], "config": dict(config, output_dir=folder)},
           open(os.path.join(folder, "manifest.json"), "w"))
 """
 
