@@ -46,7 +46,8 @@ def _shown_base(sweep: dict) -> dict:
     return {k: v for k, v in sweep["spec"]["base"].items() if k in SHOWN_KEYS}
 
 
-def readme(comparison: dict, times: dict, cpu: dict, command: str, sweep: dict) -> str:
+def readme(comparison: dict, times: dict, cpu: dict, command: str, sweep: dict,
+           note: str = "") -> str:
     metric = comparison["metric"]
     lines = [
         "# A learning-rate sweep on the default data, compared",
@@ -63,7 +64,8 @@ def readme(comparison: dict, times: dict, cpu: dict, command: str, sweep: dict) 
         f"({'with' if 'avx512_bf16' in cpu['flags'] or 'amx_bf16' in cpu['flags'] else 'without'}"
         " bf16 units).",
         f"- {times['runs']} runs, {times['wall_s'] / 60:.1f} minutes from the first run's start "
-        f"to the last one's end ({times['run_mean_s'] / 60:.1f} minutes a run on average).",
+        f"to the last one's end ({times['run_mean_s'] / 60:.1f} minutes a run on average"
+        f"{'; ' + note if note else ''}).",
         f"- Base config (the rest: RunConfig defaults): {json.dumps(_shown_base(sweep))}",
         "",
         f"| config | seeds | validation {metric} | test {metric} | validation macro-F1 |",
@@ -74,13 +76,18 @@ def readme(comparison: dict, times: dict, cpu: dict, command: str, sweep: dict) 
 
         def cell(key: str, row=row) -> str:
             mean, std = row[f"{key}/mean"], row[f"{key}/std"]
-            return "" if mean is None else f"{mean:.4f}" + (f" ± {std:.4f}" if std else "")
+            return "" if mean is None else f"{mean:.4f}" + (
+                f" ± {std:.4f}" if std is not None else "")
 
         lines.append(f"| {label} | {len(comparison['configs'][label]['seeds'])} | "
                      f"{cell('validation/' + metric)} | {cell('test/' + metric)} | "
                      f"{cell('validation/f1')} |")
     lines += ["", "Mean ± sample standard deviation over seeds; ranked on validation only.",
-              "", "## Verdicts (paired: McNemar's exact test and a bootstrap interval)", ""]
+              "", "## Verdicts", "",
+              "The best config against each other one on the same rows, pooled over the seed "
+              "pairs (p-value and interval from a bootstrap over rows and seed pairs); the "
+              "per-seed rows, each with McNemar's exact test, are in "
+              "`tables/significance_<split>.csv`.", ""]
     lines += [f"- {line}" for line in comparison["verdicts"]]
     lines += ["", "Files: `comparison.json`, `tables/`, `figures/comparison_curves.png`, "
               "`sweep.json` (the index: every point, its run id and status).", ""]
@@ -93,6 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output", type=Path, default=Path("reports/benchmarks/sweep_lr"))
     parser.add_argument("--comparison", type=Path, help="default: <sweep>/comparison")
     parser.add_argument("--command", required=True, help="the sweep command, for the README")
+    parser.add_argument("--note", default="", help="what else the machine did meanwhile")
     args = parser.parse_args(argv)
     comparison_dir = args.comparison or args.sweep_dir / "comparison"
     comparison = json.loads((comparison_dir / "comparison.json").read_text())
@@ -109,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
         shutil.copy2(page, args.output / page.name)
     shutil.copy2(args.sweep_dir / "sweep.json", args.output / "sweep.json")
     text = readme(comparison, sweep_times(args.sweep_dir, runs), cpu_description(),
-                  args.command, sweep)
+                  args.command, sweep, args.note)
     (args.output / "README.md").write_text(text)
     print(text)
 
