@@ -49,7 +49,7 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from sftlib import live
+from sftlib import metrics_log
 from sftlib.deploy import Predictor
 
 ECE_BINS = 15  # Guo et al. (2017)'s choice; fewer bins hide miscalibration, more are noisy
@@ -551,7 +551,7 @@ def explorer(frame: pd.DataFrame, n: int = 15):
 
     if "length" not in frame.columns:
         frame = with_slices(frame)
-    if live.headless():
+    if metrics_log.headless():
         return readable(mistakes_by_slice(frame))
     import ipywidgets as widgets
     from IPython.display import HTML, display

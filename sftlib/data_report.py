@@ -349,7 +349,7 @@ def show_sample(rows: pd.DataFrame, split: str | None = None, n: int = 5):
     returns the static `sample_per_label` table (whole texts, `sftlib.tables.readable`), so
     saved and headless notebooks (papermill keeps no widget state, see sftlib.live) still
     show rows."""
-    from sftlib.live import headless, in_notebook
+    from sftlib.metrics_log import headless, in_notebook
     from sftlib.tables import readable
 
     if in_notebook() and not headless():

@@ -24,8 +24,8 @@ from sftlib.live import read_records
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
-# the shared tiny settings, four optimizer steps, two evaluations, on the tiny random BERT
-SWEEP_SETTINGS = {**TINY, "max_steps": 4, "eval_steps": 2, "logging_steps": 1,
+# the shared tiny settings, two optimizer steps and one evaluation, on the tiny random BERT
+SWEEP_SETTINGS = {**TINY, "max_steps": 2, "eval_steps": 2, "logging_steps": 1,
                   "report_to": "tensorboard"}
 GRID = ["--grid", "lr=1e-4,3e-4", "--grid", "schedule=linear,cosine", "--seeds", "2"]
 
