@@ -22,14 +22,9 @@ $(STAMP): pyproject.toml
 run: $(STAMP) git-filters
 	$(PY) -m sftlib run $(ARGS)
 
-# Two pytest workers (pytest-xdist): much of the slow tier waits on one core (imports, kernel
-# start-up, HTML export); tests that share an expensive run go to one worker together
-# (tests/conftest.py), so each run is built once. TEST_WORKERS=0 runs them in one process.
-TEST_WORKERS ?= 2
-
 test: $(STAMP) browser-deps git-filters
 	$(PY) -m ruff check sftlib tests benchmarks notebooks
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup $(ARGS)
+	$(PY) -m pytest -q $(ARGS)
 
 # The inner loop: lint and the unit tests, without papermill, training or the browser.
 test-fast: $(STAMP) git-filters
