@@ -53,7 +53,9 @@ def readme(comparison: dict, times: dict, cpu: dict, command: str, sweep: dict,
         "# A learning-rate sweep on the default data, compared",
         "",
         "Written by `python -m benchmarks.sweep_report` from the sweep's own files; "
-        "`06_comparing_runs.html` is the executed comparison notebook (open it offline).",
+        "`06_comparing_runs.ipynb` is the executed comparison notebook (outputs included; "
+        "its offline HTML, 2.7 MB with MathJax inlined, is not committed: `sftlib compare` "
+        "on the sweep folder writes it).",
         "",
         "```bash",
         command,
@@ -113,8 +115,8 @@ def main(argv: list[str] | None = None) -> None:
             shutil.copytree(source, target, dirs_exist_ok=True)
         else:
             shutil.copy2(source, target)
-    for page in (comparison_dir / "html").glob("*.html"):
-        shutil.copy2(page, args.output / page.name)
+    for notebook in (comparison_dir / "notebooks").glob("*.ipynb"):
+        shutil.copy2(notebook, args.output / notebook.name)
     shutil.copy2(args.sweep_dir / "sweep.json", args.output / "sweep.json")
     text = readme(comparison, sweep_times(args.sweep_dir, runs), cpu_description(),
                   args.command, sweep, args.note)
