@@ -314,3 +314,42 @@ def test_any_split_points_rebuild_the_same_archive(tmp_path, tmp_cache, serve_pa
     shutil.rmtree(tmp_cache, ignore_errors=True)
     folder = assets.fetch(asset.name, log=lambda _m: None)
     assert (folder / "weights.bin").read_bytes() == MODEL_MEMBERS["model/weights.bin"]
+
+
+# the architectures of the model assets ----------------------------------------------------
+
+@pytest.mark.parametrize("architecture, attention", [("Bert", "sdpa"), ("MPNet", "eager")])
+def test_a_classifier_without_sdpa_attention_loads_with_eager_and_says_so(tmp_path,
+                                                                           architecture,
+                                                                           attention):
+    """mpnet-base's MPNet has no SDPA attention, which transformers refuses when asked for by
+    name; a tiny random model of each architecture stands in for the asset (no download)."""
+    import datasets
+    import torch
+    import transformers
+
+    from sftlib.config import RunConfig
+    from sftlib.tasks.classification import ClassificationTask
+    from sftlib.train import Hardware
+
+    config = getattr(transformers, f"{architecture}Config")(
+        vocab_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=32, max_position_embeddings=40)
+    getattr(transformers, f"{architecture}Model")(config).save_pretrained(tmp_path)
+    (tmp_path / "vocab.txt").write_text("<s>\n<pad>\n</s>\n<unk>\nfine\n")
+    features = datasets.Features({"text": datasets.Value("string"),
+                                  "label": datasets.ClassLabel(names=["neg", "pos"])})
+    dataset = datasets.DatasetDict({"train": datasets.Dataset.from_dict(
+        {"text": ["fine"], "label": [1]}, features=features)})
+    messages = []
+    model = ClassificationTask().build_model(RunConfig(model=str(tmp_path)), dataset,
+                                             Hardware("cpu", "test", False, False, "sdpa"),
+                                             messages.append)
+    assert type(model).__name__ == f"{architecture}ForSequenceClassification"
+    assert model.config._attn_implementation == attention
+    assert messages == ([] if attention == "sdpa" else [
+        "[train] MPNetForSequenceClassification has no sdpa attention: it uses eager attention "
+        "(its own code, no fused kernel)"])
+    # MPNet's tokenizer gives no token_type_ids: input ids and a mask are all it needs
+    inputs = {"input_ids": torch.tensor([[0, 4, 2]]), "attention_mask": torch.ones(1, 3, dtype=int)}
+    assert model(**inputs).logits.shape == (1, 2)

@@ -86,7 +86,9 @@ def _pretrained_classifier(cfg: Any, label_names: list[str], attn_implementation
         num_labels=len(label_names),
         id2label=dict(enumerate(label_names)),
         label2id={name: i for i, name in enumerate(label_names)},
-        attn_implementation=attn_implementation,
+        # transformers refuses an explicit "sdpa" for encoders without it (MPNet); its own
+        # default (None) is SDPA where the model has it and eager attention elsewhere
+        attn_implementation=None if attn_implementation == "sdpa" else attn_implementation,
         # fp32 master weights whatever the checkpoint holds (transformers 5 loads an fp16/bf16
         # checkpoint in its own dtype); bf16/fp16 come from autocast, not from the weights
         dtype=torch.float32,
@@ -130,7 +132,12 @@ class ClassificationTask:
         return max_length, tokens.tokenize_splits(dataset, tokenizer, max_length)
 
     def build_model(self, cfg: Any, dataset: datasets.DatasetDict, hardware: Any, log: Log):
-        return build_classifier(cfg, data.label_names(dataset), hardware.attn_implementation)
+        model = build_classifier(cfg, data.label_names(dataset), hardware.attn_implementation)
+        used = model.config._attn_implementation
+        if used != hardware.attn_implementation:
+            log(f"[train] {type(model).__name__} has no {hardware.attn_implementation} "
+                f"attention: it uses {used} attention (its own code, no fused kernel)")
+        return model
 
     def collator(self, tokenizer: Any, pad_to_multiple_of: int | None):
         from transformers import DataCollatorWithPadding
