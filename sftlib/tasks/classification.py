@@ -1,9 +1,13 @@
 """Task "classification": a pretrained encoder with a fresh classification head.
 
 Data: text + label (`sftlib.data`); encoding: the tokenizer truncating at max_length, padded
-per batch (`DataCollatorWithPadding`); model: `AutoModelForSequenceClassification` with one
-output per label name; metrics: loss, accuracy and macro-F1; saved with
-`Trainer.save_model` (loads with `transformers.pipeline("text-classification")`).
+per batch (`DataCollatorWithPadding`); model: with `pooling="cls"` (the default, the seed's)
+`AutoModelForSequenceClassification`, whose head reads the [CLS] state through the encoder's
+pooler; with `pooling="mean"` `sftlib.pooling_model`'s head on the masked mean of all token
+states (what sentence encoders such as MiniLM and MPNet were trained on); one output per label
+name; metrics: loss, accuracy and macro-F1; saved with `Trainer.save_model` (loads with
+`transformers.pipeline("text-classification")`, mean-pooled folders with
+`trust_remote_code=True` or after `import sftlib.deploy`).
 Preflight also looks for leakage and conflicting labels (warned, or `DataQualityError`
 with `strict_data`). Notebooks: `notebooks/classification/`.
 
@@ -79,18 +83,32 @@ def build_classifier(cfg: Any, label_names: list[str], attn_implementation: str 
 
 def _pretrained_classifier(cfg: Any, label_names: list[str], attn_implementation: str):
     import torch
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoModel, AutoModelForSequenceClassification
 
-    return AutoModelForSequenceClassification.from_pretrained(
-        assets.resolve_model(cfg.model),
-        num_labels=len(label_names),
-        id2label=dict(enumerate(label_names)),
-        label2id={name: i for i, name in enumerate(label_names)},
-        attn_implementation=attn_implementation,
-        # fp32 master weights whatever the checkpoint holds (transformers 5 loads an fp16/bf16
-        # checkpoint in its own dtype); bf16/fp16 come from autocast, not from the weights
-        dtype=torch.float32,
-    )
+    labels = {"num_labels": len(label_names), "id2label": dict(enumerate(label_names)),
+              "label2id": {name: i for i, name in enumerate(label_names)}}
+    # fp32 master weights whatever the checkpoint holds (transformers 5 loads an fp16/bf16
+    # checkpoint in its own dtype); bf16/fp16 come from autocast, not from the weights
+    load = {"attn_implementation": attn_implementation, "dtype": torch.float32}
+    path = assets.resolve_model(cfg.model)
+    if cfg.pooling == "cls":
+        return AutoModelForSequenceClassification.from_pretrained(path, **labels, **load)
+    return _mean_pooled(AutoModel.from_pretrained(path, **load), labels)
+
+
+def _mean_pooled(encoder, labels: dict[str, Any]):
+    """`encoder`'s weights (its pooler left out) under a fresh mean-pooling head. The wrapper
+    builds its own encoder from the config, then takes these weights with a strict
+    load_state_dict: a missing or extra tensor is an error, never a random layer."""
+    from sftlib import pooling_model
+
+    config = pooling_model.MeanPoolingConfig.from_encoder(
+        encoder.config, attn_implementation=encoder.config._attn_implementation, **labels)
+    model = pooling_model.MeanPoolingForSequenceClassification(config)
+    weights = {name: tensor for name, tensor in encoder.state_dict().items()
+               if not name.startswith("pooler.")}
+    model.encoder.load_state_dict(weights, strict=True)
+    return model
 
 
 class ClassificationTask:
