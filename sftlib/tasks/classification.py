@@ -111,6 +111,47 @@ def _mean_pooled(encoder, labels: dict[str, Any]):
     return model
 
 
+def pooling_weights(attention_mask: np.ndarray, pooling: str) -> np.ndarray:
+    """The weight of each position's final hidden state in what the head reads: "cls" puts
+    all of it on the first token ([CLS]; BERT's pooler then transforms that one state), "mean"
+    spreads it evenly over the tokens the mask keeps (`pooling_model.masked_mean`); pad
+    positions get zero either way. [batch, sequence] -> [batch, sequence]."""
+    mask = np.asarray(attention_mask, dtype=np.float64)
+    if pooling == "cls":
+        weights = np.zeros_like(mask)
+        weights[:, 0] = 1.0
+        return weights
+    return mask / np.maximum(mask.sum(axis=1, keepdims=True), 1e-9)
+
+
+def pooling_figure(tokenizer: Any, text: str, pooling: str, pads: int = 4):
+    """Bars: the weight each pooling gives every token of `text`, padded with `pads` pad tokens
+    as a longer neighbour in its batch would pad it; the run's own pooling is marked."""
+    import matplotlib.pyplot as plt
+
+    from sftlib.config import POOLINGS
+    from sftlib.plots import finish_axes
+
+    length = len(tokenizer(text)["input_ids"]) + pads
+    encoded = tokenizer([text], padding="max_length", max_length=length)
+    labels = tokenizer.convert_ids_to_tokens(encoded["input_ids"][0])
+    fig, axes = plt.subplots(len(POOLINGS), 1, figsize=(max(6.0, 0.45 * length), 5.2),
+                             sharex=True)
+    for ax, name in zip(axes, POOLINGS):
+        weights = pooling_weights(np.asarray(encoded["attention_mask"]), name)[0]
+        ax.bar(np.arange(length), weights, color="tab:blue", label="weight")
+        ax.axvspan(length - pads - 0.5, length - 0.5, color="lightgrey", alpha=0.6,
+                   label="padding (attention mask 0)")
+        ax.set_ylim(0, 1.05)
+        finish_axes(ax, f"pooling={name}{' (this run)' if name == pooling else ''}",
+                    "", "weight (sums to 1)")
+    axes[-1].set_xticks(np.arange(length), labels, rotation=60, ha="right")
+    axes[-1].set_xlabel("token")
+    fig.suptitle("What the classification head reads: each token's weight")
+    fig.tight_layout()
+    return fig
+
+
 class ClassificationTask:
     name = "classification"
     notebooks = ("01_data_inspection", "02_tokenization", "03_fine_tuning",
