@@ -47,6 +47,27 @@ def test_masked_mean_by_hand():
     assert pooling_model.masked_mean(hidden, torch.zeros(2, 3)).abs().sum() == 0  # no NaN
 
 
+def test_figure_weights_are_the_models_and_pads_get_none(tiny_model_folder):
+    from transformers import AutoTokenizer
+
+    from sftlib.tasks.classification import pooling_figure, pooling_weights
+
+    mask = np.array([[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]])
+    np.testing.assert_allclose(pooling_weights(mask, "mean"),
+                               [[0.25] * 4 + [0], [0.2] * 5])
+    np.testing.assert_allclose(pooling_weights(mask, "cls"), [[1, 0, 0, 0, 0]] * 2)
+    hidden = torch.randn(2, 5, 3, dtype=torch.float64)
+    torch.testing.assert_close(  # the figure draws what the model computes
+        torch.einsum("bs,bsh->bh", torch.from_numpy(pooling_weights(mask, "mean")), hidden),
+        pooling_model.masked_mean(hidden, torch.from_numpy(mask)))
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_folder)
+    fig = pooling_figure(tokenizer, ["word " * 40, "a fine film"], "mean", pads=3)
+    for ax, expected in zip(fig.axes, ([1] + [0] * 7, [0.2] * 5 + [0] * 3)):
+        heights = [bar.get_height() for bar in ax.patches if bar.get_width() < 1]
+        np.testing.assert_allclose(heights, expected)  # [CLS] a fine film [SEP] + 3 pads
+    assert fig.axes[1].get_title() == "pooling=mean (this run)"
+
+
 def test_logits_are_the_head_on_the_mean_of_the_non_pad_token_states():
     model = tiny_bert()
     ids = torch.tensor([[2, 17, 33, 45, 3, PAD, PAD]])

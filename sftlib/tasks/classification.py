@@ -124,21 +124,30 @@ def pooling_weights(attention_mask: np.ndarray, pooling: str) -> np.ndarray:
     return mask / np.maximum(mask.sum(axis=1, keepdims=True), 1e-9)
 
 
-def pooling_figure(tokenizer: Any, text: str, pooling: str, pads: int = 4):
-    """Bars: the weight each pooling gives every token of `text`, padded with `pads` pad tokens
-    as a longer neighbour in its batch would pad it; the run's own pooling is marked."""
+def pooling_figure(tokenizer: Any, texts: list[str], pooling: str, pads: int = 4,
+                   max_tokens: int = 16):
+    """Bars: the weight each pooling gives every token of one text, padded with `pads` pad
+    tokens as a longer neighbour in its batch would pad it; the run's own pooling is marked.
+    The text is the longest of `texts` (the first 200) with at most `max_tokens` tokens, so
+    every token label stays readable; the first text, cut, when none is that short."""
     import matplotlib.pyplot as plt
 
     from sftlib.config import POOLINGS
     from sftlib.plots import finish_axes
 
-    length = len(tokenizer(text)["input_ids"]) + pads
-    encoded = tokenizer([text], padding="max_length", max_length=length)
-    labels = tokenizer.convert_ids_to_tokens(encoded["input_ids"][0])
+    texts = list(texts[:200])
+    counts = [len(ids) for ids in tokenizer(texts)["input_ids"]]
+    short = [i for i, count in enumerate(counts) if count <= max_tokens]
+    text = texts[max(short, key=counts.__getitem__)] if short else texts[0]
+    ids = tokenizer(text, truncation=True, max_length=max_tokens)["input_ids"]
+    # what DataCollatorWithPadding does to it beside a text `pads` tokens longer
+    mask = np.array([[1] * len(ids) + [0] * pads])
+    labels = tokenizer.convert_ids_to_tokens(ids + [tokenizer.pad_token_id] * pads)
+    length = mask.shape[1]
     fig, axes = plt.subplots(len(POOLINGS), 1, figsize=(max(6.0, 0.45 * length), 5.2),
                              sharex=True)
     for ax, name in zip(axes, POOLINGS):
-        weights = pooling_weights(np.asarray(encoded["attention_mask"]), name)[0]
+        weights = pooling_weights(mask, name)[0]
         ax.bar(np.arange(length), weights, color="tab:blue", label="weight")
         ax.axvspan(length - pads - 0.5, length - 0.5, color="lightgrey", alpha=0.6,
                    label="padding (attention mask 0)")
