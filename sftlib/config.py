@@ -31,7 +31,7 @@ import yaml
 # What belongs to one task only, declared once: a key owned by another task than
 # cfg.task is rejected when it differs from its default, so it is never silently ignored.
 TASK_OPTIONS = {
-    "classification": ("text_column", "label_column"),
+    "classification": ("text_column", "label_column", "pooling"),
     "instruction": ("chat_template", "truncated_responses", "packing", "lora", "lora_r",
                     "lora_alpha", "lora_dropout", "lora_target_modules", "max_new_tokens",
                     "eval_generations"),
@@ -49,6 +49,7 @@ HF_SCHEDULES = ("hf:linear", "hf:cosine", "hf:cosine_with_restarts", "hf:polynom
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 EVAL_STRATEGIES = ("epoch", "steps", "no")
 METRICS = ("accuracy", "f1", "loss")
+POOLINGS = ("cls", "mean")  # what the classification head reads (sftlib.pooling_model)
 REPORTERS = ("none", "tensorboard")  # sftlib.live's metrics.jsonl is written either way
 # Upper bounds that only a mistake reaches (a typo, an extra zero, a value meant for another key)
 MAX_EPOCHS = 1000
@@ -76,6 +77,9 @@ class RunConfig:
     train_subset: int | None = None  # first N rows of a stratified shuffle of train: quick runs
     eval_subset: int | None = None  # the same for validation and test
     strict_data: bool = False  # leakage / conflicting labels: True stops the run, False warns
+
+    # --- classification head (sftlib.pooling_model)
+    pooling: str = "cls"  # cls: the seed's [CLS] + pooler head; mean: masked mean of all tokens
 
     # --- tokenization
     max_length: int | str = 128  # above the default data's longest (notebook 02); "auto" fits it
@@ -350,6 +354,7 @@ def validate(cfg: RunConfig) -> None:
     _one_of(cfg, "eval_strategy", EVAL_STRATEGIES)
     _one_of(cfg, "metric_for_best", METRICS)
     _one_of(cfg, "report_to", REPORTERS)
+    _one_of(cfg, "pooling", POOLINGS)
     if isinstance(cfg.max_length, str) and cfg.max_length != "auto":
         raise ConfigError(f"max_length: an integer >= 8 or 'auto', got {cfg.max_length!r}")
     if isinstance(cfg.max_length, int) and not 8 <= cfg.max_length <= 8192:

@@ -4,7 +4,10 @@ An exported folder holds the model weights and config (with `id2label`), the tok
 `labels.json`, the RunConfig it was trained with (`run_config.json`) and, when the run folder
 has metrics, a model card (`README.md`, the Hugging Face convention: YAML metadata, then
 Markdown; `model_card`). It loads with `transformers.pipeline("text-classification",
-model=folder)` as well as with `Predictor`. `Predictor` batches texts (sorted by length, so
+model=folder)` as well as with `Predictor`. A mean-pooled classifier (`pooling="mean"`) also
+holds `pooling_model.py`, its code: plain transformers loads it with `trust_remote_code=True`;
+importing this module registers the classes, so `Predictor` and every sftlib command load it
+without (`sftlib.pooling_model`). `Predictor` batches texts (sorted by length, so
 each batch pads little) and returns labels with probabilities in the caller's order.
 
 Backends (`Predictor(..., backend=...)`, `sftlib predict --backend`): "torch" runs the
@@ -60,9 +63,13 @@ import yaml
 from scipy.stats import binomtest
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-from sftlib import assets, onnx_export
+from sftlib import assets, onnx_export, pooling_model
 from sftlib.filemodes import match_umask
 from sftlib.report import resolve_path
+
+# every loader of a saved classifier goes through this module: mean-pooled folders load with
+# sftlib's own classes, without trust_remote_code
+pooling_model.register()
 
 REQUIRED_FILES = ("config.json",)
 
@@ -468,8 +475,15 @@ def _card_model(config: dict, labels: list[str]) -> str:
         f"- base model: `{config.get('model')}`" + (f" (`{base['hub_id']}`)"
                                                    if base["hub_id"] else ""),
         f"- base model license: {base['license_line']}; the fine-tuned weights inherit it",
-        "- architecture: the base encoder with a sequence-classification head "
+        f"- architecture: the base encoder with a sequence-classification head reading "
+        f"{_POOLING_WORDS[config.get('pooling', 'cls')]} "
         f"({len(labels)} labels: {', '.join(map(str, labels))})"])
+
+
+# what the head reads, per RunConfig.pooling (run configs older than the key are "cls")
+_POOLING_WORDS = {"cls": "the [CLS] token through the encoder's pooler (pooling cls)",
+                  "mean": "the mean of all non-pad token states (pooling mean; custom code "
+                          "in pooling_model.py)"}
 
 
 def _split_sizes(metrics: dict) -> dict[str, int]:
@@ -578,6 +592,11 @@ def _card_slices(slices: pd.DataFrame | None) -> str:
                       "| --- | --- | --- | --- | --- |", *rows])
 
 
+# the mean-pooling head's code is pooling_model.py in the folder: transformers runs it only
+# when asked to
+_REMOTE_CODE = {"cls": "", "mean": ",\n                      trust_remote_code=True"}
+
+
 def _card_use(config: dict, labels: list[str]) -> str:
     return "\n".join([
         "## Intended use and limitations", "",
@@ -593,7 +612,8 @@ def _card_use(config: dict, labels: list[str]) -> str:
         "Calibration).", "",
         "## How to use", "",
         "```python\nfrom transformers import pipeline\n\nclassifier = pipeline("
-        '"text-classification", model="PATH/TO/THIS/FOLDER", top_k=None)\n```', "",
+        '"text-classification", model="PATH/TO/THIS/FOLDER", top_k=None'
+        f'{_REMOTE_CODE[config.get("pooling", "cls")]})\n```', "",
         "`sftlib predict --model THIS_FOLDER [--backend onnx] [--int8] TEXT...`, or "
         "`sftlib serve --model THIS_FOLDER` (sftlib's docs/analysis_and_deployment.md). "
         "`model.onnx` / `model.int8.onnx`, when present, are the ONNX graphs "

@@ -79,6 +79,8 @@ def test_unknown_key_names_key_and_allowed_keys():
     ({"packing": True}, "packing: only for task 'instruction'"),
     ({**INSTRUCTION, "metric_for_best": "accuracy"}, "does not exist for task 'instruction'"),
     ({**INSTRUCTION, "text_column": "body"}, "text_column: only for task 'classification'"),
+    ({"pooling": "foo"}, "pooling: 'foo' is not one of cls, mean"),
+    ({**INSTRUCTION, "pooling": "mean"}, "pooling: only for task 'classification'"),
     ({**INSTRUCTION, "lora_r": 8}, "lora_r: LoRA options without lora=true"),
     ({**INSTRUCTION, "lora": True, "lora_dropout": 1.0}, "lora_dropout: must be in [0, 1)"),
     ({**INSTRUCTION, "lora": True, "lora_alpha": float("inf")},

@@ -1,9 +1,13 @@
 """Task "classification": a pretrained encoder with a fresh classification head.
 
 Data: text + label (`sftlib.data`); encoding: the tokenizer truncating at max_length, padded
-per batch (`DataCollatorWithPadding`); model: `AutoModelForSequenceClassification` with one
-output per label name; metrics: loss, accuracy and macro-F1; saved with
-`Trainer.save_model` (loads with `transformers.pipeline("text-classification")`).
+per batch (`DataCollatorWithPadding`); model: with `pooling="cls"` (the default, the seed's)
+`AutoModelForSequenceClassification`, whose head reads the [CLS] state through the encoder's
+pooler; with `pooling="mean"` `sftlib.pooling_model`'s head on the masked mean of all token
+states (what sentence encoders such as MiniLM and MPNet were trained on); one output per label
+name; metrics: loss, accuracy and macro-F1; saved with `Trainer.save_model` (loads with
+`transformers.pipeline("text-classification")`, mean-pooled folders with
+`trust_remote_code=True` or after `import sftlib.deploy`).
 Preflight also looks for leakage and conflicting labels (warned, or `DataQualityError`
 with `strict_data`). Notebooks: `notebooks/classification/`.
 
@@ -79,20 +83,85 @@ def build_classifier(cfg: Any, label_names: list[str], attn_implementation: str 
 
 def _pretrained_classifier(cfg: Any, label_names: list[str], attn_implementation: str):
     import torch
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoModel, AutoModelForSequenceClassification
 
-    return AutoModelForSequenceClassification.from_pretrained(
-        assets.resolve_model(cfg.model),
-        num_labels=len(label_names),
-        id2label=dict(enumerate(label_names)),
-        label2id={name: i for i, name in enumerate(label_names)},
-        # transformers refuses an explicit "sdpa" for encoders without it (MPNet); its own
-        # default (None) is SDPA where the model has it and eager attention elsewhere
-        attn_implementation=None if attn_implementation == "sdpa" else attn_implementation,
-        # fp32 master weights whatever the checkpoint holds (transformers 5 loads an fp16/bf16
-        # checkpoint in its own dtype); bf16/fp16 come from autocast, not from the weights
-        dtype=torch.float32,
-    )
+    labels = {"num_labels": len(label_names), "id2label": dict(enumerate(label_names)),
+              "label2id": {name: i for i, name in enumerate(label_names)}}
+    # fp32 master weights whatever the checkpoint holds (transformers 5 loads an fp16/bf16
+    # checkpoint in its own dtype); bf16/fp16 come from autocast, not from the weights
+    # transformers refuses an explicit "sdpa" for encoders without it (MPNet); its own
+    # default (None) is SDPA where the model has it and eager attention elsewhere
+    load = {"attn_implementation": None if attn_implementation == "sdpa" else attn_implementation,
+            "dtype": torch.float32}
+    path = assets.resolve_model(cfg.model)
+    if cfg.pooling == "cls":
+        return AutoModelForSequenceClassification.from_pretrained(path, **labels, **load)
+    return _mean_pooled(AutoModel.from_pretrained(path, **load), labels)
+
+
+def _mean_pooled(encoder, labels: dict[str, Any]):
+    """`encoder`'s weights (its pooler left out) under a fresh mean-pooling head. The wrapper
+    builds its own encoder from the config, then takes these weights with a strict
+    load_state_dict: a missing or extra tensor is an error, never a random layer."""
+    from sftlib import pooling_model
+
+    config = pooling_model.MeanPoolingConfig.from_encoder(
+        encoder.config, attn_implementation=encoder.config._attn_implementation, **labels)
+    model = pooling_model.MeanPoolingForSequenceClassification(config)
+    weights = {name: tensor for name, tensor in encoder.state_dict().items()
+               if not name.startswith("pooler.")}
+    model.encoder.load_state_dict(weights, strict=True)
+    return model
+
+
+def pooling_weights(attention_mask: np.ndarray, pooling: str) -> np.ndarray:
+    """The weight of each position's final hidden state in what the head reads: "cls" puts
+    all of it on the first token ([CLS]; BERT's pooler then transforms that one state), "mean"
+    spreads it evenly over the tokens the mask keeps (`pooling_model.masked_mean`); pad
+    positions get zero either way. [batch, sequence] -> [batch, sequence]."""
+    mask = np.asarray(attention_mask, dtype=np.float64)
+    if pooling == "cls":
+        weights = np.zeros_like(mask)
+        weights[:, 0] = 1.0
+        return weights
+    return mask / np.maximum(mask.sum(axis=1, keepdims=True), 1e-9)
+
+
+def pooling_figure(tokenizer: Any, texts: list[str], pooling: str, pads: int = 4,
+                   max_tokens: int = 16):
+    """Bars: the weight each pooling gives every token of one text, padded with `pads` pad
+    tokens as a longer neighbour in its batch would pad it; the run's own pooling is marked.
+    The text is the longest of `texts` (the first 200) with at most `max_tokens` tokens, so
+    every token label stays readable; the first text, cut, when none is that short."""
+    import matplotlib.pyplot as plt
+
+    from sftlib.config import POOLINGS
+    from sftlib.plots import finish_axes
+
+    texts = list(texts[:200])
+    counts = [len(ids) for ids in tokenizer(texts)["input_ids"]]
+    short = [i for i, count in enumerate(counts) if count <= max_tokens]
+    text = texts[max(short, key=counts.__getitem__)] if short else texts[0]
+    ids = tokenizer(text, truncation=True, max_length=max_tokens)["input_ids"]
+    # what DataCollatorWithPadding does to it beside a text `pads` tokens longer
+    mask = np.array([[1] * len(ids) + [0] * pads])
+    labels = tokenizer.convert_ids_to_tokens(ids + [tokenizer.pad_token_id] * pads)
+    length = mask.shape[1]
+    fig, axes = plt.subplots(len(POOLINGS), 1, figsize=(max(6.0, 0.45 * length), 5.2),
+                             sharex=True)
+    for ax, name in zip(axes, POOLINGS):
+        weights = pooling_weights(mask, name)[0]
+        ax.bar(np.arange(length), weights, color="tab:blue", label="weight")
+        ax.axvspan(length - pads - 0.5, length - 0.5, color="lightgrey", alpha=0.6,
+                   label="padding (attention mask 0)")
+        ax.set_ylim(0, 1.05)
+        finish_axes(ax, f"pooling={name}{' (this run)' if name == pooling else ''}",
+                    "", "weight (sums to 1)")
+    axes[-1].set_xticks(np.arange(length), labels, rotation=60, ha="right")
+    axes[-1].set_xlabel("token")
+    fig.suptitle("What the classification head reads: each token's weight")
+    fig.tight_layout()
+    return fig
 
 
 class ClassificationTask:
