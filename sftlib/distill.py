@@ -205,3 +205,11 @@ def teacher_vs_student(teacher: dict[str, Any], student: dict[str, dict[str, flo
             for who, scores in (("teacher", teacher[split]), ("student", student[split]))}
     index = pd.MultiIndex.from_tuples(list(rows), names=["split", "model"])
     return pd.DataFrame(list(rows.values()), index=index, columns=["loss", "accuracy", "f1"])
+
+
+def record_teacher_scores(cfg: Any, dataset, report, log=print) -> dict[str, Any]:
+    """`teacher_scores`, written to metrics.json's `teacher` section when there is a teacher."""
+    record = teacher_scores(cfg, dataset, log=log)
+    if record:
+        report.metrics("teacher", record)
+    return record
