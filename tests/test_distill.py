@@ -131,6 +131,15 @@ def test_other_label_names_are_refused_before_training(tiny_model_folder, tmp_pa
     assert (output / "model").is_dir() and not list(output.glob("previous-*"))
 
 
+def test_a_relative_teacher_path_is_made_absolute_for_the_notebooks(teacher_run, monkeypatch):
+    from sftlib.pipeline import absolutize_inputs
+
+    monkeypatch.chdir(teacher_run.parent)
+    cfg = absolutize_inputs(RunConfig(teacher=teacher_run.name))
+    assert cfg.teacher == str(teacher_run)
+    assert absolutize_inputs(RunConfig()).teacher is None
+
+
 # computed once, cached, used by the loss -------------------------------------------------
 
 class TeacherForwardCounter:
