@@ -133,8 +133,11 @@ def cached_logits(folder: Path, texts: list[str], batch_size: int = 64,
     path = cache_dir() / f"{cache_key(sha, texts, max_length)}.npy"
     info = {"path": str(folder), "sha256": sha, "max_length": max_length, "cache": str(path)}
     if path.is_file():
-        logits = np.load(path)
-        if logits.shape[0] == len(texts):
+        try:
+            logits = np.load(path)
+        except (OSError, ValueError):  # unreadable (a disk error): computed again below
+            logits = np.empty((0, 0))
+        if logits.ndim == 2 and logits.shape[0] == len(texts):
             log(f"[distill] teacher logits for {len(texts)} texts read from the cache {path}")
             return logits, {**info, "cached": True}
     predictor = Predictor(folder, batch_size=batch_size, max_length=max_length)

@@ -103,12 +103,14 @@ def test_a_missing_teacher_is_refused(tmp_path):
         distill.check_teacher(str(tmp_path / "nowhere"), LABELS)
 
 
+@pytest.mark.slow  # the tiny model folders take seconds to make
 def test_a_base_model_is_not_a_teacher(tiny_model_folder):
     with pytest.raises(distill.TeacherError, match=r"holds BertModel, not a sequence "
                                                    r"classifier"):
         distill.check_teacher(str(tiny_model_folder), LABELS)
 
 
+@pytest.mark.slow  # the tiny model folders take seconds to make
 def test_a_run_folder_teaches_with_its_model(teacher_run):
     assert distill.check_teacher(str(teacher_run), LABELS) == {
         "path": str(teacher_run / "model"), "labels": LABELS}
@@ -131,6 +133,7 @@ def test_other_label_names_are_refused_before_training(tiny_model_folder, tmp_pa
     assert (output / "model").is_dir() and not list(output.glob("previous-*"))
 
 
+@pytest.mark.slow  # the tiny model folders take seconds to make
 def test_a_relative_teacher_path_is_made_absolute_for_the_notebooks(teacher_run, monkeypatch):
     from sftlib.pipeline import absolutize_inputs
 
@@ -164,10 +167,11 @@ class TeacherForwardCounter:
 
 
 @pytest.mark.slow
-def test_teacher_logits_are_computed_once_and_cached(tiny_model_folder, teacher_run,
+def test_teacher_logits_are_computed_once_cached_and_scored(tiny_model_folder, teacher_run,
                                                      logits_cache, tmp_path):
     from sftlib import train
     from sftlib.deploy import Predictor
+    from sftlib.report import Report
 
     teacher = teacher_run / "model"
     cfg = RunConfig(**TINY_DISTILL, model=str(tiny_model_folder), teacher=str(teacher_run),
@@ -202,26 +206,19 @@ def test_teacher_logits_are_computed_once_and_cached(tiny_model_folder, teacher_
                                log_fn=lambda _m: None)
     assert counter.rows == 0
 
-
-@pytest.mark.slow
-def test_a_tiny_distilled_run_end_to_end(tiny_model_folder, teacher_run, logits_cache,
-                                         tmp_path):
-    from sftlib import train
-    from sftlib.report import Report
-
-    cfg = RunConfig(**{**TINY_DISTILL, "eval_strategy": "epoch"}, model=str(tiny_model_folder),
-                    teacher=str(teacher_run), output_dir=str(tmp_path / "run"))
-    run = train.prepare_training(cfg, cfg.output_dir, notebook=False, log_fn=lambda _m: None)
-    run.trainer.train()
+    # the end of the first run, as notebook 03 ends it: scores, the teacher's beside them
     scores = train.evaluate_splits(run)
-    teacher = distill.teacher_scores(cfg, run.dataset, log=lambda _m: None)
-    Report(cfg.output_dir).metrics("teacher", teacher)
+    report = Report(tmp_path / "run")
+    teacher_scores = distill.record_teacher_scores(cfg, run.dataset, report, log=lambda _m: None)
     recorded = json.loads((tmp_path / "run" / "metrics.json").read_text())["teacher"]
-    assert recorded["path"] == str(teacher_run / "model")
-    assert recorded["sha256"] == distill.teacher_sha256(teacher_run / "model")
-    assert set(recorded["validation"]) == {"loss", "accuracy", "f1"}
-    table = distill.teacher_vs_student(teacher, scores)
+    assert recorded["path"] == str(teacher) and recorded["max_length"] == 64
+    assert recorded["sha256"] == distill.teacher_sha256(teacher)
+    test_predictions = Predictor(teacher).logits(run.dataset["test"]["text"]).argmax(1)
+    assert len(test_predictions) == 16 and recorded["test"]["accuracy"] == pytest.approx(
+        np.mean(test_predictions == np.asarray(run.dataset["test"]["label"])))
+    table = distill.teacher_vs_student(teacher_scores, scores)
     assert list(table.index) == [("validation", "teacher"), ("validation", "student"),
                                  ("test", "teacher"), ("test", "student")]
     assert table.loc[("test", "student"), "accuracy"] == scores["test"]["accuracy"]
     assert distill.teacher_vs_student({}, scores).empty
+    assert distill.record_teacher_scores(RunConfig(), run.dataset, report) == {}
