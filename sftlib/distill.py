@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from sftlib import assets
+from sftlib.filemodes import match_umask
 from sftlib.report import resolve_path
 
 TEACHER_COLUMN = "teacher_logits"  # the train split's column the loss reads
@@ -146,6 +147,7 @@ def cached_logits(folder: Path, texts: list[str], batch_size: int = 64,
     with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npy.tmp", delete=False) as tmp:
         np.save(tmp, logits)
     os.replace(tmp.name, path)
+    match_umask(path)  # a temporary file is created 0600, whatever the umask says
     log(f"[distill] teacher logits for {len(texts)} texts computed on {predictor.device}, "
         f"cached in {path}")
     return logits, {**info, "cached": False}
