@@ -414,7 +414,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from sftlib import train
+    from sftlib import distill, train
     from sftlib.report import Report
 
     cfg = load_config(args.config, args.overrides)
@@ -435,6 +435,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 report.metrics("training", train.training_summary(run, output))
                 for split, values in scores.items():
                     report.metrics(split, values)
+                distill.record_teacher_scores(cfg, run.dataset, report)  # with a teacher only
     except train.DiskFullError as error:
         print(f"sftlib: {error}", file=sys.stderr)
         return 1

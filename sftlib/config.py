@@ -31,7 +31,9 @@ import yaml
 # What belongs to one task only, declared once: a key owned by another task than
 # cfg.task is rejected when it differs from its default, so it is never silently ignored.
 TASK_OPTIONS = {
-    "classification": ("text_column", "label_column", "pooling"),
+    "classification": ("text_column", "label_column", "pooling",
+                       # distillation (sftlib.distill)
+                       "teacher", "distill_weight", "distill_temperature"),
     "instruction": ("chat_template", "truncated_responses", "packing", "lora", "lora_r",
                     "lora_alpha", "lora_dropout", "lora_target_modules", "max_new_tokens",
                     "eval_generations"),
@@ -110,6 +112,11 @@ class RunConfig:
     early_stopping_patience: int = 0  # evaluations without improvement before stopping; 0 = off
     save_total_limit: int = 2  # checkpoints kept on disk (the best one is always kept)
     logging_steps: int = 10  # how often the loss is logged and plotted
+
+    # --- classification only: distillation from a fine-tuned teacher (sftlib.distill)
+    teacher: str | None = None  # a run folder (its model/) or a saved classifier; None: plain CE
+    distill_weight: float = 0.5  # w in (1-w)*CE(labels) + w*T^2*KL(teacher || student)
+    distill_temperature: float = 2.0  # T > 1 softens both distributions; 1 compares them as-is
 
     # --- instruction task only (causal-LM SFT; sftlib.instruct)
     chat_template: str = "auto"  # auto: the tokenizer's own, else ChatML; "fallback" forces ChatML
@@ -405,6 +412,24 @@ def validate(cfg: RunConfig) -> None:
     if not cfg.lora_target_modules.strip():
         raise ConfigError("lora_target_modules: 'all-linear' or comma-separated module names")
     _validate_task(cfg)
+    _validate_distillation(cfg)  # after the task check: for instruction, that one names it
+
+
+DISTILL_OPTIONS = ("distill_weight", "distill_temperature")
+
+
+def _validate_distillation(cfg: RunConfig) -> None:
+    """The soft-label knobs: a weight in [0, 1], a positive temperature, and a teacher."""
+    _in_range(cfg, "distill_weight", 0, 1, why=" (the share of the soft-label loss)")
+    _at_least(cfg, "distill_temperature", 0, strict=True)
+    if cfg.teacher is not None and not cfg.teacher.strip():
+        raise ConfigError("teacher: a run folder (reports/<run-id>) or a saved classifier "
+                          "folder, or None for no distillation")
+    changed = _changed(cfg, DISTILL_OPTIONS)
+    if changed and cfg.teacher is None:
+        raise ConfigError(f"{', '.join(changed)}: distillation options without a teacher; "
+                          "set teacher=<run folder or classifier folder>, or leave them at "
+                          "their defaults")
 
 
 LORA_OPTIONS = ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules")

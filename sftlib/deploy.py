@@ -194,7 +194,7 @@ class Predictor:
             self.model.to(self.device).eval()
             config = self.model.config
         self.batch_size = batch_size
-        self.max_length = max_length or _trained_max_length(self.folder) or 512
+        self.max_length = max_length or trained_max_length(self.folder)
         self.labels = [config.id2label[i] for i in range(config.num_labels)]
 
     def logits(self, texts: list[str]) -> np.ndarray:
@@ -630,12 +630,13 @@ def trained_config(model_dir: str | Path, changes: dict[str, Any] | None = None)
     return RunConfig.from_dict({**values, **(changes or {})})
 
 
-def _trained_max_length(folder: Path) -> int | None:
+def trained_max_length(folder: Path) -> int:
+    """The max_length a saved folder was trained with (its run_config.json), else 512 (a
+    run with max_length "auto" records the number in metrics.json, not here)."""
     config_path = folder / "run_config.json"
-    if not config_path.is_file():
-        return None
-    value = json.loads(config_path.read_text()).get("max_length")
-    return value if isinstance(value, int) else None
+    value = json.loads(config_path.read_text()).get("max_length") \
+        if config_path.is_file() else None
+    return value if isinstance(value, int) else 512
 
 
 # instruction task: a causal LM folder that chats -------------------------------------------

@@ -85,11 +85,11 @@ def select_notebooks(task: str, names: list[str] | None) -> list[str]:
 
 
 def absolutize_inputs(cfg: RunConfig) -> RunConfig:
-    """Local model / dataset paths made absolute (notebooks run with another cwd)."""
+    """Local model / dataset / teacher paths made absolute (notebooks run with another cwd)."""
     changes = {}
-    for key in ("model", "dataset"):
+    for key in ("model", "dataset", "teacher"):
         value = getattr(cfg, key)
-        if Path(value).expanduser().exists():
+        if value is not None and Path(value).expanduser().exists():
             changes[key] = str(Path(value).expanduser().resolve())
     return cfg.replace(**changes) if changes else cfg
 

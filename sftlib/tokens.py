@@ -318,7 +318,8 @@ def tokenize_splits(dd: datasets.DatasetDict, tokenizer: PreTrainedTokenizerBase
 
 
 MODEL_COLUMNS = ("input_ids", "attention_mask", "token_type_ids", "position_ids", "label",
-                 "labels")
+                 "labels",
+                 "teacher_logits")  # distillation (sftlib.distill): the trainer's loss reads them
 
 
 def model_columns(ds: datasets.Dataset) -> list[str]:

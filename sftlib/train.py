@@ -49,7 +49,7 @@ from transformers import (
 )
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from sftlib import schedules, tokens
+from sftlib import distill, schedules, tokens
 from sftlib.config import RunConfig
 from sftlib.filemodes import match_umask
 from sftlib.report import write_json_atomic
@@ -199,7 +199,9 @@ class WorkbenchTrainer(Trainer):
     - a run resumed from its last checkpoint (killed before the model was saved) takes no
       more steps; Trainer took one past `max_steps` when they end inside an epoch;
     - the best checkpoint is found again by its step in the run folder, so a moved folder
-      keeps it.
+      keeps it;
+    - distillation (`sftlib.distill`): a train batch that carries `teacher_logits` is scored
+      with `distill.distillation_loss`; evaluation batches carry none (plain cross-entropy).
 
     These touch Trainer internals of transformers 5 (`_init_training_state`, the loss sums
     `_total_loss_scalar`, `_tr_loss`, `_globalstep_last_logged`); the resume tests fail
@@ -220,6 +222,26 @@ class WorkbenchTrainer(Trainer):
                 optimizer or self.optimizer, self.run_config, num_training_steps)
             self._created_lr_scheduler = True
         return self.lr_scheduler
+
+    # distillation ---------------------------------------------------------------------
+    def _set_signature_columns_if_needed(self) -> None:
+        """Trainer keeps only the columns `forward` takes (remove_unused_columns): the
+        teacher's logits are for `compute_loss`, so they are kept too."""
+        super()._set_signature_columns_if_needed()
+        if distill.TEACHER_COLUMN not in self._signature_columns:
+            self._signature_columns.append(distill.TEACHER_COLUMN)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """Trainer's loss; with the teacher's logits in the batch (train split only), the
+        distillation loss of the same forward pass instead."""
+        teacher_logits = inputs.pop(distill.TEACHER_COLUMN, None)
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True,
+                                             num_items_in_batch=num_items_in_batch)
+        if teacher_logits is not None:
+            loss = distill.distillation_loss(outputs.logits, teacher_logits, inputs["labels"],
+                                             self.run_config.distill_weight,
+                                             self.run_config.distill_temperature)
+        return (loss, outputs) if return_outputs else loss
 
     def _get_train_sampler(self, train_dataset=None):
         sampler = super()._get_train_sampler(train_dataset)
@@ -371,7 +393,8 @@ TRAINING_OUTPUTS = ("checkpoints", "model", "metrics.jsonl", "predictions", "ten
                     "figures/training.png", "figures/lr_schedules.png")
 # ...and its sections of metrics.json, which also holds sections of other stages (notebooks
 # 01 / 02 of the current run write "data", "tokens"): that file is copied, never moved.
-TRAINING_SECTIONS = ("before_training", "training", "validation", "test")
+TRAINING_SECTIONS = ("before_training", "training", "validation", "test",
+                     "teacher")  # distillation: the teacher's scores (sftlib.distill)
 
 
 def archive_previous_run(output_dir: str | Path, log_fn=print) -> Path | None:

@@ -236,6 +236,7 @@ FLOAT_FIELDS = [f.name for f in dataclasses.fields(RunConfig)
                 if float in _allowed_types(typing.get_type_hints(RunConfig)[f.name])]
 FAST = settings(max_examples=200, deadline=None, database=None)
 BASES = [{}, {**INSTRUCTION, "lora": True}]  # lora_* floats are checked on the instruction task
+BASES.append({"teacher": "reports/teacher"})  # distill_* floats are checked with a teacher
 any_number = st.floats() | st.integers(min_value=-10**400, max_value=10**400)
 
 

@@ -9,7 +9,9 @@ name; metrics: loss, accuracy and macro-F1; saved with `Trainer.save_model` (loa
 `transformers.pipeline("text-classification")`, mean-pooled folders with
 `trust_remote_code=True` or after `import sftlib.deploy`).
 Preflight also looks for leakage and conflicting labels (warned, or `DataQualityError`
-with `strict_data`). Notebooks: `notebooks/classification/`.
+with `strict_data`). With `teacher`, the train split also carries a fine-tuned teacher's
+logits and the loss distills them (`sftlib.distill`); preflight checks the teacher first.
+Notebooks: `notebooks/classification/`.
 
 Not supported: multi-label or regression heads, sentence pairs.
 """
@@ -24,7 +26,7 @@ import datasets
 import numpy as np
 import pandas as pd
 
-from sftlib import assets, data, data_report, sources, tokens
+from sftlib import assets, data, data_report, distill, sources, tokens
 from sftlib.tasks import Log
 
 # torch, transformers and scikit-learn are imported where they are used: the preflight
@@ -188,8 +190,11 @@ class ClassificationTask:
         data_report.check_findings(findings, cfg.strict_data)
         for finding in findings:
             log(f"[run] WARNING data: {finding} (strict_data=True makes this an error)")
-        return {"model_path": model_path, "split_sizes": sizes,
-                "label_names": data.label_names(dataset), "data_findings": findings}
+        checked = {"model_path": model_path, "split_sizes": sizes,
+                   "label_names": data.label_names(dataset), "data_findings": findings}
+        if cfg.teacher is not None:  # distillation: the teacher must know the same labels
+            checked["teacher"] = distill.check_teacher(cfg.teacher, checked["label_names"])
+        return checked
 
     def inspection_texts(self, cfg: Any, dataset: datasets.DatasetDict,
                          tokenizer: Any) -> datasets.DatasetDict:
@@ -198,7 +203,10 @@ class ClassificationTask:
     def encode(self, cfg: Any, dataset: datasets.DatasetDict, tokenizer: Any,
                log: Log) -> tuple[int, datasets.DatasetDict]:
         max_length = tokens.resolve_max_length(cfg.max_length, tokenizer, dataset)
-        return max_length, tokens.tokenize_splits(dataset, tokenizer, max_length)
+        tokenized = tokens.tokenize_splits(dataset, tokenizer, max_length)
+        if cfg.teacher is not None:
+            tokenized = distill.add_teacher_logits(cfg, dataset, tokenized, log)
+        return max_length, tokenized
 
     def build_model(self, cfg: Any, dataset: datasets.DatasetDict, hardware: Any, log: Log):
         model = build_classifier(cfg, data.label_names(dataset), hardware.attn_implementation)
@@ -229,7 +237,8 @@ class ClassificationTask:
                                   ) -> tuple[dict[str, dict[str, float]], dict[str, pd.DataFrame]]:
         """The metrics and every example's prediction, from one Trainer.predict per split."""
         results, frames = {}, {}
-        columns = trainer.train_dataset.column_names
+        # the train split's model columns, less the teacher's logits (train only)
+        columns = [c for c in trainer.train_dataset.column_names if c != distill.TEACHER_COLUMN]
         for split in splits:
             output = trainer.predict(tokenized[split].select_columns(columns),
                                      metric_key_prefix=split)

@@ -1,0 +1,224 @@
+"""Distillation (sftlib.distill): the loss against hand computations, the teacher checked before
+training, its logits computed once and then read from the cache, a tiny run end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from sftlib import distill
+from sftlib.config import ConfigError, RunConfig
+
+LABELS = ["rotten", "fresh"]  # rotten-tomatoes, in id order
+TINY_DISTILL = {"train_subset": 32, "eval_subset": 16, "batch_size": 16, "eval_batch_size": 32,
+                "max_length": 64, "epochs": 2.0, "logging_steps": 1, "eval_strategy": "no",
+                "plot_interval_s": 0.0}
+
+
+def save_tiny_classifier(base, folder, labels=LABELS):
+    """The tiny random BERT (conftest's tiny_model_folder) with a classification head, saved as
+    a run's model/ is: weights, tokenizer, run_config.json (which gives its max_length)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    torch.manual_seed(1)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        base, num_labels=len(labels), id2label=dict(enumerate(labels)),
+        label2id={name: i for i, name in enumerate(labels)})
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(base).save_pretrained(folder)
+    RunConfig(model=str(base), max_length=64).save(folder / "run_config.json")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def teacher_run(tiny_model_folder, tmp_path_factory):
+    """A run folder holding a tiny classifier in model/, as notebook 03 leaves one."""
+    run = tmp_path_factory.mktemp("teacher-run")
+    save_tiny_classifier(tiny_model_folder, run / "model")
+    return run
+
+
+@pytest.fixture
+def logits_cache(tmp_path, monkeypatch):
+    """A cache of its own: a known teacher's logits from an earlier session are not reused."""
+    monkeypatch.setattr(distill, "cache_dir", lambda: tmp_path / "teacher-logits")
+    return tmp_path / "teacher-logits"
+
+
+# the loss -------------------------------------------------------------------------------
+
+def test_distillation_loss_by_hand_uniform_student():
+    # student [0, 0] is uniform at any T; teacher [2 ln 3, 0] at T=2 is softmax([ln 3, 0]) =
+    # [3/4, 1/4]. CE(label 0) = ln 2; KL = 3/4 ln(3/4 / 1/2) + 1/4 ln(1/4 / 1/2)
+    student = torch.tensor([[0.0, 0.0]])
+    teacher = torch.tensor([[2 * math.log(3), 0.0]])
+    kl = 0.75 * math.log(1.5) + 0.25 * math.log(0.5)
+    loss = distill.distillation_loss(student, teacher, torch.tensor([0]), 0.25, 2.0)
+    assert loss.item() == pytest.approx(0.75 * math.log(2) + 0.25 * 4 * kl, rel=1e-6)
+
+
+def test_distillation_loss_matches_numpy_on_a_constructed_batch():
+    student = np.array([[1.0, -0.5, 2.0], [0.3, 0.1, -1.2], [-2.0, 0.5, 0.0]])
+    teacher = np.array([[0.5, 0.0, 3.0], [2.0, -1.0, 0.0], [0.0, 0.0, 0.0]])
+    labels = np.array([2, 0, 1])
+    weight, temperature = 0.7, 3.0
+
+    def log_softmax(x):
+        return x - np.log(np.exp(x).sum(axis=1, keepdims=True))
+
+    ce = -log_softmax(student)[np.arange(3), labels].mean()
+    p_teacher = np.exp(log_softmax(teacher / temperature))
+    kl = (p_teacher * (np.log(p_teacher) - log_softmax(student / temperature))).sum(1).mean()
+    expected = (1 - weight) * ce + weight * temperature**2 * kl
+    loss = distill.distillation_loss(torch.tensor(student), torch.tensor(teacher),
+                                     torch.tensor(labels), weight, temperature)
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    plain = distill.distillation_loss(torch.tensor(student), torch.tensor(teacher),
+                                      torch.tensor(labels), 0.0, temperature)
+    assert plain.item() == pytest.approx(ce, rel=1e-6)  # weight 0: cross-entropy alone
+
+
+def test_distillation_keys_are_validated():
+    with pytest.raises(ConfigError, match=r"distill_weight: must be >= 0 and <= 1"):
+        RunConfig(teacher="reports/x", distill_weight=1.5)
+    with pytest.raises(ConfigError, match=r"distill_temperature: must be > 0"):
+        RunConfig(teacher="reports/x", distill_temperature=0)
+    with pytest.raises(ConfigError, match=r"distill_weight: distillation options without a "
+                                          r"teacher"):
+        RunConfig(distill_weight=0.3)
+    with pytest.raises(ConfigError, match=r"teacher: only for task 'classification'"):
+        RunConfig(task="instruction", model="smollm2-135m-instruct", dataset="alpaca-demo",
+                  metric_for_best="loss", teacher="reports/x")
+
+
+# the teacher, checked in the preflight ---------------------------------------------------
+
+def test_a_missing_teacher_is_refused(tmp_path):
+    with pytest.raises(distill.TeacherError, match=r"teacher: .*nowhere does not exist; give a "
+                                                   r"finished run's folder"):
+        distill.check_teacher(str(tmp_path / "nowhere"), LABELS)
+
+
+@pytest.mark.slow  # the tiny model folders take seconds to make
+def test_a_base_model_is_not_a_teacher(tiny_model_folder):
+    with pytest.raises(distill.TeacherError, match=r"holds BertModel, not a sequence "
+                                                   r"classifier"):
+        distill.check_teacher(str(tiny_model_folder), LABELS)
+
+
+@pytest.mark.slow  # the tiny model folders take seconds to make
+def test_a_run_folder_teaches_with_its_model(teacher_run):
+    assert distill.check_teacher(str(teacher_run), LABELS) == {
+        "path": str(teacher_run / "model"), "labels": LABELS}
+
+
+@pytest.mark.slow
+def test_other_label_names_are_refused_before_training(tiny_model_folder, tmp_path):
+    from sftlib import train
+
+    teacher = save_tiny_classifier(tiny_model_folder, tmp_path / "teacher", ["fresh", "rotten"])
+    output = tmp_path / "run"
+    (output / "model").mkdir(parents=True)  # an earlier run's output: must stay where it is
+    cfg = RunConfig(**TINY_DISTILL, model=str(tiny_model_folder), teacher=str(teacher))
+    with pytest.raises(distill.TeacherError) as refused:
+        train.prepare_training(cfg, output, notebook=False, log_fn=lambda _m: None)
+    assert str(refused.value) == (
+        f"teacher: {teacher} predicts labels ['fresh', 'rotten'] (by id), the data has "
+        "['rotten', 'fresh']; a teacher must have been trained on the same label names in the "
+        "same order")
+    assert (output / "model").is_dir() and not list(output.glob("previous-*"))
+
+
+@pytest.mark.slow  # the tiny model folders take seconds to make
+def test_a_relative_teacher_path_is_made_absolute_for_the_notebooks(teacher_run, monkeypatch):
+    from sftlib.pipeline import absolutize_inputs
+
+    monkeypatch.chdir(teacher_run.parent)
+    cfg = absolutize_inputs(RunConfig(teacher=teacher_run.name))
+    assert cfg.teacher == str(teacher_run)
+    assert absolutize_inputs(RunConfig()).teacher is None
+
+
+# computed once, cached, used by the loss -------------------------------------------------
+
+class TeacherForwardCounter:
+    """Counts the examples the real teacher model reads: a forward hook on every module,
+    keeping calls of the model loaded from the teacher's folder (the student is another)."""
+
+    def __init__(self, folder) -> None:
+        self.folder, self.rows = str(folder), 0
+
+    def __enter__(self):
+        self.handle = torch.nn.modules.module.register_module_forward_hook(self.hook)
+        return self
+
+    def hook(self, module, args, kwargs_or_output, *rest):
+        config = getattr(module, "config", None)
+        if getattr(config, "_name_or_path", None) == self.folder and \
+                type(module).__name__.endswith("ForSequenceClassification"):
+            self.rows += int(kwargs_or_output.logits.shape[0])
+
+    def __exit__(self, *exc):
+        self.handle.remove()
+
+
+@pytest.mark.slow
+def test_teacher_logits_are_computed_once_cached_and_scored(tiny_model_folder, teacher_run,
+                                                     logits_cache, tmp_path):
+    from sftlib import train
+    from sftlib.deploy import Predictor
+    from sftlib.report import Report
+
+    teacher = teacher_run / "model"
+    cfg = RunConfig(**TINY_DISTILL, model=str(tiny_model_folder), teacher=str(teacher_run),
+                    distill_weight=0.6, distill_temperature=3.0)
+    with TeacherForwardCounter(teacher) as counter:
+        run = train.prepare_training(cfg, tmp_path / "run", notebook=False,
+                                     log_fn=lambda _m: None)
+        output = run.trainer.train()  # two epochs
+    assert output.global_step == 4 and counter.rows == 32  # each train text once, not per epoch
+    assert len(list(logits_cache.glob("*.npy"))) == 1
+
+    expected = Predictor(teacher).logits(run.dataset["train"]["text"])
+    assert np.allclose(run.tokenized["train"][distill.TEACHER_COLUMN], expected, atol=1e-6)
+    # the batches Trainer builds carry them to compute_loss, which distills
+    batch = next(iter(run.trainer.get_train_dataloader()))
+    assert batch[distill.TEACHER_COLUMN].shape == (16, 2)
+    model = run.trainer.model.eval()
+    with torch.no_grad():
+        student = model(**{k: v for k, v in batch.items() if k != distill.TEACHER_COLUMN}).logits
+        by_hand = distill.distillation_loss(student, batch[distill.TEACHER_COLUMN],
+                                            batch["labels"], 0.6, 3.0)
+        assert run.trainer.compute_loss(model, dict(batch)).item() == \
+            pytest.approx(by_hand.item(), rel=1e-5)
+        # evaluation batches carry no teacher logits: plain cross-entropy
+        plain = run.trainer.compute_loss(model, {k: v for k, v in batch.items()
+                                                 if k != distill.TEACHER_COLUMN})
+        assert plain.item() == pytest.approx(
+            torch.nn.functional.cross_entropy(student, batch["labels"]).item(), rel=1e-5)
+
+    with TeacherForwardCounter(teacher) as counter:  # a second run (another seed) hits it
+        train.prepare_training(cfg.replace(seed=7), tmp_path / "run2", notebook=False,
+                               log_fn=lambda _m: None)
+    assert counter.rows == 0
+
+    # the end of the first run, as notebook 03 ends it: scores, the teacher's beside them
+    scores = train.evaluate_splits(run)
+    report = Report(tmp_path / "run")
+    teacher_scores = distill.record_teacher_scores(cfg, run.dataset, report, log=lambda _m: None)
+    recorded = json.loads((tmp_path / "run" / "metrics.json").read_text())["teacher"]
+    assert recorded["path"] == str(teacher) and recorded["max_length"] == 64
+    assert recorded["sha256"] == distill.teacher_sha256(teacher)
+    test_predictions = Predictor(teacher).logits(run.dataset["test"]["text"]).argmax(1)
+    assert len(test_predictions) == 16 and recorded["test"]["accuracy"] == pytest.approx(
+        np.mean(test_predictions == np.asarray(run.dataset["test"]["label"])))
+    table = distill.teacher_vs_student(teacher_scores, scores)
+    assert list(table.index) == [("validation", "teacher"), ("validation", "student"),
+                                 ("test", "teacher"), ("test", "student")]
+    assert table.loc[("test", "student"), "accuracy"] == scores["test"]["accuracy"]
+    assert distill.teacher_vs_student({}, scores).empty
+    assert distill.record_teacher_scores(RunConfig(), run.dataset, report) == {}
