@@ -108,13 +108,20 @@ def param_groups(model: torch.nn.Module, lr: float, decay: float, weight_decay: 
 
 def peak_lr_table(model: torch.nn.Module, lr: float, decay: float) -> pd.DataFrame:
     """One row per block, head first, then layers top to bottom, then embeddings: its
-    depth, peak learning rate and trainable parameter count (what notebook 03 shows)."""
+    depth, lr factor decay**depth, peak learning rate and trainable parameter count (what
+    notebook 03 shows). With decay 1 (off) a model whose layers are not found is one row,
+    "all", rather than an error: nothing depends on the layers then."""
     trainable = _trainable(model)
-    blocks = assign_blocks(n for n, _ in trainable)
+    try:
+        blocks = assign_blocks(n for n, _ in trainable)
+    except ConfigError:
+        if decay != 1.0:
+            raise
+        blocks = {n: Block("all", 0) for n, _ in trainable}
     sizes: dict[Block, int] = {}
     for name, param in trainable:
         sizes[blocks[name]] = sizes.get(blocks[name], 0) + param.numel()
-    rows = [{"block": b.name, "depth": b.depth, "peak lr": lr * decay**b.depth,
-             "parameters": sizes[b]}
+    rows = [{"block": b.name, "depth": b.depth, "lr factor": decay**b.depth,
+             "peak lr": lr * decay**b.depth, "parameters": sizes[b]}
             for b in sorted(sizes, key=lambda b: (b.depth, b.name != "head"))]
     return pd.DataFrame(rows).set_index("block")

@@ -103,6 +103,10 @@ def test_a_model_whose_layers_are_not_found_is_refused_when_the_trainer_is_built
                                           "layers.*Set layerwise_lr_decay=1.0"):
         train.WorkbenchTrainer(model=model, args=args,
                                run_config=RunConfig(layerwise_lr_decay=0.9))
+    # with the decay off, the notebook's table of peak lrs is one row, not an error
+    assert layerwise.peak_lr_table(model, 1e-3, 1.0).to_dict("index") == {"all": {
+        "depth": 0, "lr factor": 1.0, "peak lr": 1e-3,
+        "parameters": sum(p.numel() for p in model.parameters())}}
     with pytest.raises(ConfigError, match="cannot place parameter 'bert.encoder.final_norm"):
         layerwise.assign_blocks(["bert.encoder.layer.0.dense.weight",
                                  "bert.encoder.final_norm.weight"])
@@ -206,3 +210,20 @@ def test_a_resumed_ema_run_ends_where_the_uninterrupted_one_ends(tiny_model_fold
         a, b = (load_file(tmp_path / run / "checkpoints" / "checkpoint-4" / name)
                 for run in ("whole", "resumed"))
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine", "exponential", "constant",
+                                      "hf:cosine", "hf:polynomial", "hf:inverse_sqrt"])
+def test_every_schedule_scales_each_group_from_its_own_peak(schedule):
+    cfg = RunConfig(lr=1e-3, schedule=schedule, warmup_ratio=0.1, final_lr=1e-5)
+    groups = [{"params": [torch.nn.Parameter(torch.zeros(1))], "lr": peak}
+              for peak in (1e-3, 2.5e-4)]
+    optimizer = torch.optim.SGD(groups, lr=1e-3)
+    scheduler = schedules.make_scheduler(optimizer, cfg, 20)
+    alone = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    reference = schedules.make_scheduler(alone, cfg, 20)  # one group: the schedule itself
+    for _ in range(20):
+        optimizer.step(), alone.step(), scheduler.step(), reference.step()
+        head, lower = (g["lr"] for g in optimizer.param_groups)
+        assert head == pytest.approx(alone.param_groups[0]["lr"], rel=1e-9, abs=1e-15)
+        assert lower == pytest.approx(head / 4, rel=1e-9, abs=1e-15)
