@@ -33,7 +33,9 @@ import yaml
 TASK_OPTIONS = {
     "classification": ("text_column", "label_column", "pooling",
                        # distillation (sftlib.distill)
-                       "teacher", "distill_weight", "distill_temperature"),
+                       "teacher", "distill_weight", "distill_temperature",
+                       # recipe: layer-wise LR decay, weight averaging (issue 14)
+                       "layerwise_lr_decay", "weight_averaging", "ema_decay"),
     "instruction": ("chat_template", "truncated_responses", "packing", "lora", "lora_r",
                     "lora_alpha", "lora_dropout", "lora_target_modules", "max_new_tokens",
                     "eval_generations"),
@@ -52,6 +54,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 EVAL_STRATEGIES = ("epoch", "steps", "no")
 METRICS = ("accuracy", "f1", "loss")
 POOLINGS = ("cls", "mean")  # what the classification head reads (sftlib.pooling_model)
+WEIGHT_AVERAGING = ("none", "ema")  # sftlib.averaging
 REPORTERS = ("none", "tensorboard")  # sftlib.live's metrics.jsonl is written either way
 # Upper bounds that only a mistake reaches (a typo, an extra zero, a value meant for another key)
 MAX_EPOCHS = 1000
@@ -117,6 +120,11 @@ class RunConfig:
     teacher: str | None = None  # a run folder (its model/) or a saved classifier; None: plain CE
     distill_weight: float = 0.5  # w in (1-w)*CE(labels) + w*T^2*KL(teacher || student)
     distill_temperature: float = 2.0  # T > 1 softens both distributions; 1 compares them as-is
+    # --- classification recipe: layer-wise LR decay and weight averaging (sftlib.layerwise,
+    # sftlib.averaging); off by default: the seed tutorial's recipe until a run measures better
+    layerwise_lr_decay: float = 1.0  # in (0, 1]: layer i of L at lr * d**(L-1-i); 1 = off
+    weight_averaging: str = "none"  # none | ema: evaluate, keep and save an EMA of the weights
+    ema_decay: float = 0.999  # EMA factor per optimizer step, reached after a warm-up (averaging)
 
     # --- instruction task only (causal-LM SFT; sftlib.instruct)
     chat_template: str = "auto"  # auto: the tokenizer's own, else ChatML; "fallback" forces ChatML
@@ -362,6 +370,7 @@ def validate(cfg: RunConfig) -> None:
     _one_of(cfg, "metric_for_best", METRICS)
     _one_of(cfg, "report_to", REPORTERS)
     _one_of(cfg, "pooling", POOLINGS)
+    _one_of(cfg, "weight_averaging", WEIGHT_AVERAGING)
     if isinstance(cfg.max_length, str) and cfg.max_length != "auto":
         raise ConfigError(f"max_length: an integer >= 8 or 'auto', got {cfg.max_length!r}")
     if isinstance(cfg.max_length, int) and not 8 <= cfg.max_length <= 8192:
@@ -411,6 +420,7 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"lora_dropout: must be in [0, 1), got {cfg.lora_dropout}")
     if not cfg.lora_target_modules.strip():
         raise ConfigError("lora_target_modules: 'all-linear' or comma-separated module names")
+    _validate_recipe(cfg)
     _validate_task(cfg)
     _validate_distillation(cfg)  # after the task check: for instruction, that one names it
 
@@ -430,6 +440,18 @@ def _validate_distillation(cfg: RunConfig) -> None:
         raise ConfigError(f"{', '.join(changed)}: distillation options without a teacher; "
                           "set teacher=<run folder or classifier folder>, or leave them at "
                           "their defaults")
+
+
+def _validate_recipe(cfg: RunConfig) -> None:
+    """Layer-wise LR decay and weight averaging (their own block: issue 14, part 3)."""
+    _in_range(cfg, "layerwise_lr_decay", 0, 1, low_open=True,
+              why=" (1 = off; 0.8 to 0.95 is usual)")
+    _in_range(cfg, "ema_decay", 0, 1, low_open=True, high_open=True,
+              why=" (1 would never move the average; 0.99 to 0.9999 is usual)")
+    if _changed(cfg, ("ema_decay",)) and cfg.weight_averaging != "ema":
+        raise ConfigError(f"ema_decay: set without weight_averaging=ema (it is "
+                          f"{cfg.weight_averaging!r}); set weight_averaging=ema, or leave "
+                          "ema_decay at its default")
 
 
 LORA_OPTIONS = ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules")

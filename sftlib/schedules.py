@@ -11,8 +11,11 @@ plus `constant`. Each takes an optional linear warmup from 0 to eta0 over the fi
 (`schedule_curve`). `make_scheduler` turns any of them, or a transformers schedule named
 `hf:<name>`, into the `torch.optim.lr_scheduler` object that `transformers.Trainer` steps.
 
-Not supported: restarts for our own schedules (use `hf:cosine_with_restarts`), per-group
-learning rates.
+Every scheduler is a multiplier (`LambdaLR`, transformers' schedules too): it scales each
+param group's own peak lr by the same factor, so the groups of layer-wise LR decay
+(`sftlib.layerwise`) all follow the schedule's shape, each from its own peak.
+
+Not supported: restarts for our own schedules (use `hf:cosine_with_restarts`).
 """
 
 from __future__ import annotations

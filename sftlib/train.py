@@ -17,6 +17,10 @@ GPUs and on CPUs with AMX / AVX512-BF16 (`cpu_has_native_bf16`), tf32 matmuls an
 on CUDA, SDPA attention, torch.compile off (`torch_compile` turns it on). Weight decay skips
 biases and LayerNorm weights (Trainer's `get_decay_parameter_names`).
 
+Recipe options (classification): layer-wise LR decay builds the optimizer's param groups
+(`sftlib.layerwise`); weight averaging keeps an EMA of the weights that every evaluation,
+checkpoint and the final model use (`sftlib.averaging`).
+
 What differs by task (data, encoding, model, collator, evaluation, saving) comes from the
 task object (`sftlib.tasks`), chosen once from `cfg.task`; nothing here branches on the task.
 
@@ -49,7 +53,7 @@ from transformers import (
 )
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from sftlib import distill, schedules, tokens
+from sftlib import averaging, distill, layerwise, schedules, tokens
 from sftlib.config import RunConfig
 from sftlib.filemodes import match_umask
 from sftlib.report import write_json_atomic
@@ -200,6 +204,8 @@ class WorkbenchTrainer(Trainer):
       more steps; Trainer took one past `max_steps` when they end inside an epoch;
     - the best checkpoint is found again by its step in the run folder, so a moved folder
       keeps it;
+    - with `weight_averaging=ema`, the average in each checkpoint (as its model weights,
+      the trained ones in `averaging.TRAINING_WEIGHTS`), put back on resume.
     - distillation (`sftlib.distill`): a train batch that carries `teacher_logits` is scored
       with `distill.distillation_loss`; evaluation batches carry none (plain cross-entropy).
 
@@ -215,6 +221,28 @@ class WorkbenchTrainer(Trainer):
         self._carried_loss: dict[str, float] | None = None
         self._loss_sums_cover_the_run = True  # False: resumed from a checkpoint without them
         self.add_callback(_ContinueLossSums(self))
+        # recipe options (sftlib.layerwise, sftlib.averaging)
+        if run_config.layerwise_lr_decay != 1.0:  # refuse a model it cannot split, now
+            layerwise.assign_blocks(n for n, p in self.model.named_parameters()
+                                    if p.requires_grad)
+        self.weight_average: averaging.WeightAverage | None = None
+        self._averaging = False  # True while training: the model holds the trained weights
+        self._best_model_loaded = False
+        if run_config.weight_averaging == "ema":
+            self.add_callback(_UpdateWeightAverage(self))
+
+    def create_optimizer(self, model=None):
+        """Trainer's optimizer; with layer-wise LR decay, on `layerwise.param_groups`."""
+        decay = self.run_config.layerwise_lr_decay
+        if self.optimizer is None and decay != 1.0:
+            opt_model = self.model if model is None else model
+            optimizer_cls, kwargs = (self.optimizer_cls_and_kwargs
+                                     or self.get_optimizer_cls_and_kwargs(self.args, opt_model))
+            groups = layerwise.param_groups(opt_model, self.args.learning_rate, decay,
+                                            self.args.weight_decay,
+                                            self.get_decay_parameter_names(opt_model))
+            self.optimizer = optimizer_cls(groups, **kwargs)
+        return super().create_optimizer(model)
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         if self.lr_scheduler is None:
@@ -258,7 +286,9 @@ class WorkbenchTrainer(Trainer):
         self._carried_loss = (_read_loss_state(resume_from_checkpoint, self.args.process_index)
                               if resume_from_checkpoint else None)
         self._loss_sums_cover_the_run = not resume_from_checkpoint or bool(self._carried_loss)
+        self.weight_average, self._best_model_loaded = None, False
         output = super().train(resume_from_checkpoint, *args, **kwargs)
+        self._end_weight_averaging()
         # `log` has made the closing record's train_loss, this same dict, the run's mean
         return output._replace(training_loss=output.metrics["train_loss"])
 
@@ -271,6 +301,43 @@ class WorkbenchTrainer(Trainer):
         if resume_from_checkpoint is not None and self.state.global_step >= max_steps:
             return num_train_epochs, 0  # every step is done: no epoch left to run
         return epochs_trained, batches_to_skip
+
+    # weight averaging (sftlib.averaging) ---------------------------------------------
+
+    def start_weight_averaging(self) -> None:
+        """At the start of training: a fresh average, unless a resumed checkpoint's is here."""
+        if self.weight_average is None:
+            self.weight_average = averaging.WeightAverage(self.model, self.run_config.ema_decay)
+        self._averaging = True
+
+    def _end_weight_averaging(self) -> None:
+        """The model keeps the averaged weights: the best checkpoint's (Trainer has loaded
+        them), else the average of the last step."""
+        if self._averaging and not self._best_model_loaded:
+            self.weight_average.copy_to_model()
+        self._averaging = False
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        if self.run_config.weight_averaging == "ema":  # the model now holds the average
+            self.weight_average = averaging.WeightAverage(self.model, self.run_config.ema_decay)
+            self.weight_average.resume_from(resume_from_checkpoint)
+
+    def _load_best_model(self) -> None:
+        super()._load_best_model()
+        self._best_model_loaded = True
+
+    def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
+        if not self._averaging:
+            return super().evaluate(*args, **kwargs)
+        with self.weight_average.swapped_in():
+            return super().evaluate(*args, **kwargs)
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        if not self._averaging:
+            return super().save_model(output_dir, _internal_call)
+        with self.weight_average.swapped_in():
+            return super().save_model(output_dir, _internal_call)
 
     def _find_best_checkpoint_here(self) -> None:
         """The resumed state names its best checkpoint by path; a run folder moved since
@@ -304,6 +371,8 @@ class WorkbenchTrainer(Trainer):
             if not folder.is_dir():
                 return
             self._save_loss_state(folder)
+            if self._averaging and self.args.should_save:
+                self.weight_average.save_training_weights(folder)
             if self.args.should_save:  # rank 0 only; written last: it marks the folder complete
                 self.run_config.save(folder / CONFIG_FILENAME)
                 match_umask(folder)  # safetensors writes 0600 whatever the umask
@@ -339,6 +408,20 @@ class _ContinueLossSums(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.trainer.restore_loss_sums()
+
+
+class _UpdateWeightAverage(TrainerCallback):
+    """The average starts with training and moves after every optimizer step (Trainer
+    counts the step after this callback: `state.global_step` is the steps taken before)."""
+
+    def __init__(self, trainer: WorkbenchTrainer) -> None:
+        self.trainer = trainer
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.trainer.start_weight_averaging()
+
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        self.trainer.weight_average.update(state.global_step)
 
 
 def build_trainer(cfg: RunConfig, model, tokenizer: PreTrainedTokenizerBase,
