@@ -242,7 +242,13 @@ def worker(recipe: str, mode: str, steps: int, train_rows: int, epochs: float,
 
 def eval_throughput(trainer, rows: int = 512, sizes=EVAL_BATCH_SIZES) -> dict:
     """Validation examples/s of `trainer.evaluate` at each evaluation batch size (best of 2)."""
-    subset = trainer.eval_dataset.select(range(min(rows, len(trainer.eval_dataset))))
+    from sftlib import tokens
+
+    # a random sample of the validation rows (sftlib's eval set is in length order), in
+    # length order as sftlib evaluates it
+    sample = trainer.eval_dataset.shuffle(seed=0).select(range(min(rows,
+                                                                   len(trainer.eval_dataset))))
+    subset = tokens.eval_rows(sample)
     trainer.evaluate(eval_dataset=subset.select(range(32)))  # warm-up
     speeds = {}
     for size in sizes:

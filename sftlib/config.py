@@ -93,7 +93,7 @@ class RunConfig:
     epochs: float = 2.0  # two passes fit the 15-minute CPU budget of the main job
     max_steps: int = -1  # > 0 overrides epochs (smoke runs)
     batch_size: int = 32  # per device; dynamic padding keeps it cheap
-    eval_batch_size: int = 32  # unsorted eval batches pad to their longest: big ones waste
+    eval_batch_size: int = 32  # evaluation runs in length order (tokens.length_order)
     grad_accum_steps: int = 1  # raise to emulate a larger batch on a small device
     lr: float = 1e-4  # a 6-layer model wants a higher peak than BERT-base's 2e-5
     weight_decay: float = 0.01  # the tutorial's; not applied to biases and LayerNorm

@@ -322,6 +322,20 @@ MODEL_COLUMNS = ("input_ids", "attention_mask", "token_type_ids", "position_ids"
                  "teacher_logits")  # distillation (sftlib.distill): the trainer's loss reads them
 
 
+def length_order(ds: datasets.Dataset) -> np.ndarray:
+    """Row positions sorted by token count (stable). Evaluation in this order pads each batch
+    to a similar length instead of to the longest of a random mix; a permutation only, so
+    the metrics are those of the split."""
+    return np.argsort([len(ids) for ids in ds["input_ids"]], kind="stable")
+
+
+def eval_rows(ds: datasets.Dataset) -> datasets.Dataset:
+    """The model's columns of an evaluation split, shortest rows first (`length_order`): what
+    Trainer evaluates on, for metrics that do not depend on the rows' order."""
+    ds = ds.select_columns(model_columns(ds))
+    return ds.select(length_order(ds))
+
+
 def model_columns(ds: datasets.Dataset) -> list[str]:
     """The columns the model reads: the rest (counts, lengths) stays out of the batches."""
     return [c for c in MODEL_COLUMNS if c in ds.column_names]

@@ -43,6 +43,7 @@ from typing import Any
 import datasets
 import torch
 from safetensors import SafetensorError
+from torch.utils.data import SequentialSampler
 from transformers import (
     EarlyStoppingCallback,
     PreTrainedTokenizerBase,
@@ -52,6 +53,7 @@ from transformers import (
     TrainingArguments,
 )
 from transformers.trainer_pt_utils import LengthGroupedSampler
+from transformers.trainer_utils import has_length
 
 from sftlib import averaging, distill, layerwise, schedules, tokens
 from sftlib.config import RunConfig
@@ -271,6 +273,16 @@ class WorkbenchTrainer(Trainer):
                                              self.run_config.distill_temperature)
         return (loss, outputs) if return_outputs else loss
 
+    def _get_eval_sampler(self, eval_dataset):
+        """In the dataset's order. Trainer 5 length-groups evaluation batches too when training
+        does, in a seeded random order, so `predict` returned its rows shuffled; here the
+        evaluation sets are put in length order beforehand instead (`tokens.eval_rows`, the
+        classification task's `evaluate_with_predictions`), as cheap to pad and in a known
+        order. Under torchrun Trainer's own (accelerate shards the set)."""
+        if self.args.world_size > 1 or eval_dataset is None or not has_length(eval_dataset):
+            return super()._get_eval_sampler(eval_dataset)
+        return SequentialSampler(eval_dataset)
+
     def _get_train_sampler(self, train_dataset=None):
         sampler = super()._get_train_sampler(train_dataset)
         if type(sampler) is LengthGroupedSampler:
@@ -439,8 +451,7 @@ def build_trainer(cfg: RunConfig, model, tokenizer: PreTrainedTokenizerBase,
         args=args or training_arguments(cfg, output_dir, hardware),
         train_dataset=tokenized["train"].select_columns(
             tokens.model_columns(tokenized["train"])),
-        eval_dataset=tokenized["validation"].select_columns(
-            tokens.model_columns(tokenized["validation"])),
+        eval_dataset=tokens.eval_rows(tokenized["validation"]),
         processing_class=tokenizer,
         data_collator=task.collator(tokenizer, multiple),
         compute_metrics=task.compute_metrics,

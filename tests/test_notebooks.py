@@ -85,7 +85,7 @@ def test_ruff_lints_the_notebooks():
 
 
 @pytest.mark.slow
-def test_pipeline_writes_a_complete_report(tiny_run):
+def test_pipeline_writes_a_complete_report(tiny_run, tiny_config):
     metrics = json.loads((tiny_run / "metrics.json").read_text())
     for split in ("validation", "test"):
         assert 0.0 <= metrics[split]["accuracy"] <= 1.0 and 0.0 <= metrics[split]["f1"] <= 1.0
@@ -103,6 +103,14 @@ def test_pipeline_writes_a_complete_report(tiny_run):
                                              "loss", "confidence"]
         assert len(predictions) == 64 and predictions["id"].is_unique
         assert predictions["correct"].mean() == pytest.approx(metrics[split]["accuracy"])
+    # in split order (evaluation ran in length order): each row is its text's own prediction
+    from sftlib import data, deploy
+
+    validation = data.load_from_config(tiny_config)["validation"]
+    predictions = pd.read_csv(tiny_run / "predictions" / "validation.csv")
+    logits = deploy.Predictor(tiny_run / "model").logits(list(validation["text"]))
+    assert predictions["label"].tolist() == validation["label"]
+    assert predictions["prediction"].tolist() == logits.argmax(axis=1).tolist()
     manifest = json.loads((tiny_run / "manifest.json").read_text())
     assert manifest["status"] == "ok" and manifest["config"]["max_steps"] == 8
     assert manifest["inputs"]["model"]["model.safetensors"].startswith("53aa5117")
@@ -126,9 +134,10 @@ def test_training_plot_is_kept_in_the_training_cell(tiny_run):
     training = next(c for c in code if "run.trainer.train()" in c.source)
     before = next(c for c in code if 'evaluate_splits(run, ("validation",))' in c.source)
     schedule = next(c for c in code if "schedule_figure" in c.source)
+    pooling = next(c for c in code if "pooling_figure(" in c.source)
     assert len(_images(training)) == 1, "the live figure belongs to the cell that trains"
-    assert not _images(before) and len(_images(schedule)) == 1
-    assert all(not _images(c) for c in code if c not in (training, schedule))
+    assert not _images(before) and len(_images(schedule)) == 1 and len(_images(pooling)) == 1
+    assert all(not _images(c) for c in code if c not in (training, schedule, pooling))
     lines = (tiny_run / "metrics.jsonl").read_text().splitlines()
     records = [json.loads(line) for line in lines]
     assert any("eval_accuracy" in r for r in records)

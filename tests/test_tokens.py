@@ -2,9 +2,12 @@
 
 import json
 
+import datasets
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sftlib import data, tokens
 
@@ -108,3 +111,13 @@ def test_inspect_tokens_is_json_with_every_section(tokenizer):
     assert view.loc[1, "pieces"] == "[CLS] · a · bad · film · [SEP]"
     assert view.loc[0, "ids"].split()[:4] == ["101", "2204", "2143", "102"]
     assert view["tokens"].tolist() == [4, 5] and view.loc[0, "text"] == "good film"
+
+
+@given(st.lists(st.integers(min_value=0, max_value=12), max_size=40))
+def test_length_order_is_a_stable_sort_by_token_count(counts):
+    ds = datasets.Dataset.from_dict({"input_ids": [[7] * n for n in counts]})
+    order = tokens.length_order(ds)
+    assert sorted(order.tolist()) == list(range(len(counts)))  # a permutation
+    assert [counts[i] for i in order] == sorted(counts)
+    ties = [(counts[i], i) for i in order]
+    assert ties == sorted(ties)  # equal lengths keep the split's order

@@ -240,12 +240,14 @@ class ClassificationTask:
         # the train split's model columns, less the teacher's logits (train only)
         columns = [c for c in trainer.train_dataset.column_names if c != distill.TEACHER_COLUMN]
         for split in splits:
-            output = trainer.predict(tokenized[split].select_columns(columns),
-                                     metric_key_prefix=split)
+            rows = tokenized[split].select_columns(columns)
+            order = tokens.length_order(rows)  # batches of similar lengths pad little
+            output = trainer.predict(rows.select(order), metric_key_prefix=split)
             results[split] = {key.removeprefix(f"{split}_"): value
                               for key, value in output.metrics.items()
                               if key.removeprefix(f"{split}_") in EVAL_KEYS}
-            frames[split] = prediction_rows(output.predictions, output.label_ids,
+            back = np.argsort(order)  # split order again
+            frames[split] = prediction_rows(output.predictions[back], output.label_ids[back],
                                             tokenized[split]["text"])
         return results, frames
 

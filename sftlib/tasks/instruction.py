@@ -106,7 +106,7 @@ def lm_loss(trainer: Any, ds: datasets.Dataset) -> dict[str, float]:
     total = torch.zeros((), dtype=torch.float64, device=trainer.args.device)
     count = torch.zeros((), dtype=torch.int64, device=trainer.args.device)
     with torch.inference_mode(), trainer.autocast_smart_context_manager():
-        for batch in trainer.get_eval_dataloader(ds.select_columns(tokens.model_columns(ds))):
+        for batch in trainer.get_eval_dataloader(tokens.eval_rows(ds)):
             batch = trainer._prepare_inputs(batch)
             labels = batch.pop("labels")[:, 1:]
             logits = model(**batch, use_cache=False).logits[:, :-1].float()
