@@ -64,11 +64,12 @@ def test_cli_predict_texts_and_file(tiny_run, tmp_path):
 
 
 def test_four_ways_to_run_the_export_on_the_validation_split(tiny_run):
-    """Notebook 05 wrote the ONNX graphs; on every validation row, ONNX fp32 computes PyTorch's
+    """Notebook 05 wrote the ONNX graphs; on 400 validation rows, ONNX fp32 computes PyTorch's
     logits and both int8 models agree with fp32 on at least 95% of the rows, within 1 point."""
     from sftlib import data
 
-    validation = data.load_data("rotten-tomatoes")["validation"]  # all 1,274: 1 point = 13
+    # 400 validation rows (in hash order: no choice of which): 1 point = 4 rows
+    validation = data.load_data("rotten-tomatoes")["validation"].select(range(400))
     texts, labels = list(validation["text"]), np.asarray(validation["label"])
     logits = {name: predictor.logits(texts) for name, predictor in
               deploy.comparison_predictors(tiny_run / "export").items()}

@@ -20,6 +20,8 @@ import pytest
 from sftlib import live, train
 
 ROOT = Path(__file__).resolve().parents[1]
+# On the tiny random BERT (tests/conftest.py): what is checked is the bookkeeping of a resumed
+# run, which does not depend on the model's size; its checkpoints are small to write.
 # 16 rows in batches of 4: 4 steps an epoch, so steps 5-8 are epoch 1 and 9-10 epoch 2;
 # checkpoints (with an evaluation) at 3, 6, 9 and 10 (the last step), training-loss records
 # at 1, 2, 4, 6, 8, 10: checkpoint-3 and -9 fall between two of them.
@@ -82,8 +84,9 @@ def pause_at(point: str, step: int, marker: str) -> None:
         wrap(WorkbenchTrainer, "_save_checkpoint", before=False)
 
 
-def _train_cmd(output_dir: Path) -> list[str]:
-    args = [arg for key, value in SETTINGS.items() for arg in ("--set", f"{key}={value}")]
+def _train_cmd(output_dir: Path, model: Path) -> list[str]:
+    settings = {**SETTINGS, "model": model}
+    args = [arg for key, value in settings.items() for arg in ("--set", f"{key}={value}")]
     return ["train", *args, "--output-dir", str(output_dir)]
 
 
@@ -94,13 +97,13 @@ def _run_sftlib(argv: list[str]) -> subprocess.CompletedProcess:
     return result
 
 
-def _run_until_killed(output_dir: Path, point: str, step: int) -> str:
+def _run_until_killed(output_dir: Path, model: Path, point: str, step: int) -> str:
     """`sftlib train` into output_dir, SIGKILLed once it pauses at the kill point; its
     stdout."""
     marker = output_dir.parent / f"{output_dir.name}.{PAUSE_MARKER}"
     child = (f"import sys; sys.path.insert(0, {str(ROOT / 'tests')!r}); import test_resume; "
              f"test_resume.pause_at({point!r}, {step}, {str(marker)!r}); "
-             f"from sftlib.__main__ import main; sys.exit(main({_train_cmd(output_dir)!r}))")
+             f"from sftlib.__main__ import main; sys.exit(main({_train_cmd(output_dir, model)!r}))")
     stdout = output_dir.parent / f"{output_dir.name}.stdout"
     with open(stdout, "w") as out:
         process = subprocess.Popen([sys.executable, "-c", child], stdout=out,
@@ -131,16 +134,17 @@ def _comparable_metrics(folder: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory) -> Path:
+def uninterrupted(tmp_path_factory, tiny_model_folder) -> Path:
     """One uninterrupted run that every kill point is compared with."""
     folder = tmp_path_factory.mktemp("uninterrupted") / "run"
-    _run_sftlib(_train_cmd(folder))
+    _run_sftlib(_train_cmd(folder, tiny_model_folder))
     return folder
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("point", KILL_POINTS)
-def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, uninterrupted, point):
+def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, uninterrupted, point,
+                                                         tiny_model_folder):
     step, resumed_from = KILL_POINTS[point]
     killed = tmp_path / "killed"
     if point == "mid-step":  # the folder holds an earlier run, which is kept, not overwritten
@@ -148,7 +152,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, uninterrupted,
         for name in ("metrics.json", "metrics.jsonl", "figures/training.png"):
             (killed / name).parent.mkdir(exist_ok=True)
             (killed / name).write_bytes((uninterrupted / name).read_bytes())
-    printed = _run_until_killed(killed, point, step)
+    printed = _run_until_killed(killed, tiny_model_folder, point, step)
 
     newest = train.complete_checkpoints(killed / "checkpoints")[0]
     assert newest.name == f"checkpoint-{resumed_from}"
@@ -168,7 +172,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, uninterrupted,
     if point == "after-last-checkpoint":  # the run folder moved before it was resumed
         killed = killed.rename(tmp_path / "moved")
 
-    _run_sftlib(_train_cmd(killed) + ["--resume"])
+    _run_sftlib(_train_cmd(killed, tiny_model_folder) + ["--resume"])
     assert _comparable_metrics(killed) == _comparable_metrics(uninterrupted)
     assert _comparable_records(killed) == _comparable_records(uninterrupted)
     assert not (killed / "checkpoints" / "checkpoint-11").exists()
