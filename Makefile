@@ -22,14 +22,20 @@ $(STAMP): pyproject.toml
 run: $(STAMP) git-filters
 	$(PY) -m sftlib run $(ARGS)
 
+# Two pytest workers (pytest-xdist), one thread each (tests/conftest.py): much of the suite
+# waits on one core (imports, kernel start-up, HTML export). Tests that share an expensive run
+# go to one worker together (--dist loadgroup), so each run is built once. TEST_WORKERS=0 runs
+# them in one process.
+TEST_WORKERS ?= 2
+
 test: $(STAMP) browser-deps git-filters
 	$(PY) -m ruff check sftlib tests benchmarks notebooks
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup $(ARGS)
 
 # The inner loop: lint and the unit tests, without papermill, training or the browser.
 test-fast: $(STAMP) git-filters
 	$(PY) -m ruff check sftlib tests benchmarks notebooks
-	$(PY) -m pytest -q -m "not slow" $(ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not slow" $(ARGS)
 
 # nbstripout as this clone's git filter (.gitattributes names it): what `git add` stores of a
 # notebook is its source, whatever outputs JupyterLab saved. Skipped outside a git checkout.

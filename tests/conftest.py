@@ -17,6 +17,41 @@ TINY = {"train_subset": 160, "eval_subset": 64, "max_steps": 8, "batch_size": 16
         "plot_interval_s": 0.0, "max_length": 64}
 
 
+# Session fixtures that build a whole run: with pytest-xdist (`make test`: two workers,
+# --dist loadgroup) every test that uses one goes to the same worker, so the run is built once.
+SHARED_RUNS = ("tiny_run", "instruction_run")
+
+# Two workers on two cores: each worker's torch (and every kernel or CLI process it starts,
+# which inherits the variable) computes on one thread. Two threads per process would put four
+# on two cores, and OpenMP's spinning threads then wait on each other.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups
+def pytest_collection_modifyitems(config, items):
+    """Group each test by the expensive fixture it shares: a session run (SHARED_RUNS), else
+    any module-scoped fixture (its module's tests stay together). Without xdist the marker
+    does nothing."""
+    for item in items:
+        names = list(getattr(item, "fixturenames", []))
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if "hostile_report" in params:  # chosen at run time: instruction_run or a module run
+            group = ("instruction_run" if params["hostile_report"] == "instruction"
+                     else item.module.__name__)
+        else:
+            group = next((name for name in names if name in SHARED_RUNS), None)
+        if group is None:
+            definitions = getattr(item, "_fixtureinfo", None)
+            for name in names:
+                defs = definitions.name2fixturedefs.get(name) if definitions else None
+                if defs and defs[-1].scope == "module":
+                    group = item.module.__name__
+                    break
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def hermetic_jupyter(tmp_path_factory):
     """Jupyter / IPython / matplotlib state in temp folders, never the user's."""
