@@ -46,11 +46,14 @@ def _shown_base(sweep: dict) -> dict:
     return {k: v for k, v in sweep["spec"]["base"].items() if k in SHOWN_KEYS}
 
 
+TITLE = "A learning-rate sweep on the default data, compared"
+
+
 def readme(comparison: dict, times: dict, cpu: dict, command: str, sweep: dict,
-           note: str = "") -> str:
+           note: str = "", title: str = TITLE) -> str:
     metric = comparison["metric"]
     lines = [
-        "# A learning-rate sweep on the default data, compared",
+        f"# {title}",
         "",
         "Written by `python -m benchmarks.sweep_report` from the sweep's own files; "
         "`06_comparing_runs.ipynb` is the executed comparison notebook (outputs included; "
@@ -103,6 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--comparison", type=Path, help="default: <sweep>/comparison")
     parser.add_argument("--command", required=True, help="the sweep command, for the README")
     parser.add_argument("--note", default="", help="what else the machine did meanwhile")
+    parser.add_argument("--title", default=TITLE, help="the README's heading")
     args = parser.parse_args(argv)
     comparison_dir = args.comparison or args.sweep_dir / "comparison"
     comparison = json.loads((comparison_dir / "comparison.json").read_text())
@@ -119,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
         shutil.copy2(notebook, args.output / notebook.name)
     shutil.copy2(args.sweep_dir / "sweep.json", args.output / "sweep.json")
     text = readme(comparison, sweep_times(args.sweep_dir, runs), cpu_description(),
-                  args.command, sweep, args.note)
+                  args.command, sweep, args.note, args.title)
     (args.output / "README.md").write_text(text)
     print(text)
 

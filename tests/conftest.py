@@ -31,8 +31,10 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups
 def pytest_collection_modifyitems(config, items):
     """Group each test by the expensive fixture it shares: a session run (SHARED_RUNS), else
-    any module-scoped fixture (its module's tests stay together). Without xdist the marker
-    does nothing."""
+    a module or session fixture of its own module (that module's tests stay together; the
+    expensive ones are session-scoped, so a worker that runs another module's tests in
+    between does not tear them down and build them again). Without xdist the marker does
+    nothing."""
     for item in items:
         names = list(getattr(item, "fixturenames", []))
         params = getattr(getattr(item, "callspec", None), "params", {})
@@ -41,11 +43,12 @@ def pytest_collection_modifyitems(config, items):
                      else item.module.__name__)
         else:
             group = next((name for name in names if name in SHARED_RUNS), None)
-        if group is None:
+        if group is None:  # a module's own expensive fixture: its tests stay together
             definitions = getattr(item, "_fixtureinfo", None)
             for name in names:
                 defs = definitions.name2fixturedefs.get(name) if definitions else None
-                if defs and defs[-1].scope == "module":
+                if defs and defs[-1].scope in ("module", "session") and \
+                        defs[-1].baseid.endswith(".py"):
                     group = item.module.__name__
                     break
         if group:

@@ -16,9 +16,11 @@ pytestmark = pytest.mark.slow
 TREC = ["ABBR", "ENTY", "DESC", "HUM", "LOC", "NUM"]
 
 
-@pytest.fixture(scope="module")
-def trec_run(tmp_path_factory, tiny_config):
-    cfg = tiny_config.replace(dataset="trec-6", train_subset=240, eval_subset=120)
+@pytest.fixture(scope="session")  # one build per worker (tests/conftest.py)
+def trec_run(tmp_path_factory, tiny_config, tiny_model_folder):
+    # the tiny random BERT: six labels through notebooks 03 and 04, whatever the model
+    cfg = tiny_config.replace(dataset="trec-6", train_subset=240, eval_subset=120,
+                              model=str(tiny_model_folder))
     return run_pipeline(cfg, notebooks=["03", "04"],
                         reports_root=tmp_path_factory.mktemp("trec-reports"),
                         log=lambda _msg: None)

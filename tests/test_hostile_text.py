@@ -185,10 +185,12 @@ def instruction_report(instruction_run):
     return instruction_run  # the shared run's data holds the hostile rows (tests/conftest.py)
 
 
-@pytest.fixture(scope="module")
-def classification_report(tmp_path_factory):
+@pytest.fixture(scope="session")  # one build per worker (tests/conftest.py)
+def classification_report(tmp_path_factory, tiny_model_folder):
     folder = tmp_path_factory.mktemp("hostile-classification")
-    cfg = RunConfig(**{**TINY, "dataset": str(_hostile_csv(folder / "h.csv"))})
+    # the tiny random BERT: what is checked is how text is shown, whatever the model
+    cfg = RunConfig(**{**TINY, "dataset": str(_hostile_csv(folder / "h.csv")),
+                       "model": str(tiny_model_folder)})
     return run_pipeline(cfg, ["01", "03", "04"], reports_root=folder / "reports",
                         log=lambda _m: None)
 

@@ -164,7 +164,7 @@ def test_runs_never_overwrite_each_other(tiny_config, tmp_path):
 @pytest.mark.slow
 def test_failing_notebook_names_notebook_and_cell_and_keeps_report(tmp_path):
     """A model folder that passes the checks before the run (config, vocabulary, a weights
-    file) but whose weights are damaged: notebooks 01 and 02 run, 03 fails loading it."""
+    file) but whose weights are damaged: notebook 02 runs, 03 fails loading it."""
     from sftlib import assets
 
     damaged = tmp_path / "damaged-model"
@@ -172,7 +172,7 @@ def test_failing_notebook_names_notebook_and_cell_and_keeps_report(tmp_path):
     (damaged / "model.safetensors").write_bytes(b"not safetensors")
     reports = tmp_path / "reports"
     result = subprocess.run(
-        [sys.executable, "-m", "sftlib", "run", "--notebooks", "01", "02", "03",
+        [sys.executable, "-m", "sftlib", "run", "--notebooks", "02", "03",
          "--reports-dir", str(reports), "--set", f"model={damaged}",
          "--set", "train_subset=50", "--set", "eval_subset=20"],
         capture_output=True, text=True, cwd=ROOT)

@@ -142,7 +142,7 @@ TEXTS = ["loved it", "a tedious, overlong mess of a film that never ends", "ok",
          "the cast is fine but the script is not"]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # one build per worker (tests/conftest.py)
 def mean_export(tmp_path_factory, tiny_model_folder):
     """`sftlib train` with pooling=mean (a few steps of the tiny BERT), then `deploy.export`."""
     from sftlib.__main__ import main

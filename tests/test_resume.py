@@ -133,7 +133,7 @@ def _comparable_metrics(folder: Path) -> dict:
     return {**metrics, "training": training}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # one build per worker (tests/conftest.py)
 def uninterrupted(tmp_path_factory, tiny_model_folder) -> Path:
     """One uninterrupted run that every kill point is compared with."""
     folder = tmp_path_factory.mktemp("uninterrupted") / "run"

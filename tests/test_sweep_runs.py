@@ -55,7 +55,7 @@ def _manifests(folder: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(folder.glob("*/manifest.json"))]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # one build per worker (tests/conftest.py)
 def resumed_sweep(tmp_path_factory, tiny_model_folder):
     """The sweep killed (SIGKILL to its process group: sweep, run and kernel) while its second
     run trains, then the same command again. Returns (folder, what the kill left)."""
@@ -138,7 +138,7 @@ def test_every_run_logs_the_same_loss_to_tensorboard(resumed_sweep):
     assert all(logged[s] == pytest.approx(jsonl[s], rel=1e-6) for s in logged)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # one build per worker (tests/conftest.py)
 def sweep_comparison(resumed_sweep):
     folder, _, _, _ = resumed_sweep
     result = subprocess.run([sys.executable, "-m", "sftlib", "compare", str(folder),

@@ -80,18 +80,21 @@ def test_metrics_json_of_other_stages_alone_is_not_an_earlier_run(tmp_path):
 
 
 @pytest.mark.slow
-def test_resume_refuses_a_changed_config(tmp_path):
-    subprocess.run(_train_cmd(tmp_path, max_steps=4), check=True, capture_output=True, cwd=ROOT)
-    result = subprocess.run(_train_cmd(tmp_path, max_steps=4, lr=0.001) + ["--resume"],
+def test_resume_refuses_a_changed_config(tmp_path, tiny_model_folder):
+    model = tiny_model_folder  # the bookkeeping of a run does not depend on the model's size
+    subprocess.run(_train_cmd(tmp_path, max_steps=4, model=model), check=True,
+                   capture_output=True, cwd=ROOT)
+    result = subprocess.run(_train_cmd(tmp_path, max_steps=4, lr=0.001, model=model) +
+                            ["--resume"],
                             capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 2 and "different config" in result.stderr and "'lr'" in \
         result.stderr
 
 
 @pytest.mark.slow
-def test_torchrun_two_processes_share_the_data_and_rank0_writes(tmp_path):
+def test_torchrun_two_processes_share_the_data_and_rank0_writes(tmp_path, tiny_model_folder):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = _train_cmd(tmp_path, max_steps=4)
+    command = _train_cmd(tmp_path, max_steps=4, model=tiny_model_folder)
     command[1:3] = ["-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "sftlib"]
     result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
