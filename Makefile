@@ -25,12 +25,12 @@ run: $(STAMP) git-filters
 # Two pytest workers (pytest-xdist), one thread each (tests/conftest.py): much of the suite
 # waits on one core (imports, kernel start-up, HTML export). Tests that share an expensive run
 # go to one worker together (--dist loadgroup), so each run is built once. TEST_WORKERS=0 runs
-# them in one process.
+# them in one process. Longest work first (tests/conftest.py), in that order.
 TEST_WORKERS ?= 2
 
 test: $(STAMP) browser-deps git-filters
 	$(PY) -m ruff check sftlib tests benchmarks notebooks
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup $(ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder $(ARGS)
 
 # The inner loop: lint and the unit tests, without papermill, training or the browser.
 test-fast: $(STAMP) git-filters

@@ -20,6 +20,9 @@ TINY = {"train_subset": 160, "eval_subset": 64, "max_steps": 8, "batch_size": 16
 # Session fixtures that build a whole run: with pytest-xdist (`make test`: two workers,
 # --dist loadgroup) every test that uses one goes to the same worker, so the run is built once.
 SHARED_RUNS = ("tiny_run", "instruction_run")
+# groups by how long they took on a 2-core CPU (`pytest --durations`), longest first
+LONGEST_FIRST = ("tiny_run", "instruction_run", "test_sweep_runs", "test_resume",
+                 "test_analysis_runs", "test_hostile_text", "test_onnx_serve", "test_pooling")
 
 # Two workers on two cores: each worker's torch (and every kernel or CLI process it starts,
 # which inherits the variable) computes on one thread. Two threads per process would put four
@@ -35,6 +38,7 @@ def pytest_collection_modifyitems(config, items):
     expensive ones are session-scoped, so a worker that runs another module's tests in
     between does not tear them down and build them again). Without xdist the marker does
     nothing."""
+    groups: dict[str, str | None] = {}
     for item in items:
         names = list(getattr(item, "fixturenames", []))
         params = getattr(getattr(item, "callspec", None), "params", {})
@@ -53,6 +57,13 @@ def pytest_collection_modifyitems(config, items):
                     break
         if group:
             item.add_marker(pytest.mark.xdist_group(group))
+        groups[item.nodeid] = group
+    # longest first: the longest groups, then the other slow tests, then the unit tests, which
+    # fill the gaps at the end (stable otherwise). The workers are handed work in this order
+    # (`--no-loadscope-reorder`): a long run handed out last leaves the other worker idle.
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(groups[item.nodeid],
+                                         len(rank) + (item.get_closest_marker("slow") is None)))
 
 
 @pytest.fixture(scope="session", autouse=True)
