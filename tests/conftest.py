@@ -20,6 +20,7 @@ TINY = {"train_subset": 160, "eval_subset": 64, "max_steps": 8, "batch_size": 16
 # Session fixtures that build a whole run: with pytest-xdist (`make test`: two workers,
 # --dist loadgroup) every test that uses one goes to the same worker, so the run is built once.
 SHARED_RUNS = ("tiny_run", "instruction_run")
+UNGROUPED = pytest.StashKey[list]()
 # groups by how long they took on a 2-core CPU (`pytest --durations`), longest first
 LONGEST_FIRST = ("tiny_run", "instruction_run", "test_sweep_runs", "test_resume",
                  "test_analysis_runs", "test_hostile_text", "test_onnx_serve", "test_pooling")
@@ -64,6 +65,27 @@ def pytest_collection_modifyitems(config, items):
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(groups[item.nodeid],
                                          len(rank) + (item.get_closest_marker("slow") is None)))
+
+
+def pytest_collection_finish(session):
+    """Note, on a worker, tests xdist did not group: each worker would then build every
+    shared run for itself (seen with pytest 9.2, whose test ids no longer come from the
+    field xdist 3.8 sets: the suite ran, twice the work, with nothing said)."""
+    if os.environ.get("PYTEST_XDIST_WORKER") and session.config.getvalue("loadgroup"):
+        session.config.stash[UNGROUPED] = [
+            item.nodeid for item in session.items if item.get_closest_marker("xdist_group")
+            and "@" not in item.nodeid.rpartition("]")[2]]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def groups_reached_xdist(request):
+    """Every test errors, before any run is built, when xdist ignored the groups."""
+    lost = request.config.stash.get(UNGROUPED, [])
+    if lost:
+        pytest.fail(f"pytest-xdist did not group {len(lost)} tests (e.g. {lost[0]}): with "
+                    f"this pytest ({pytest.__version__}) --dist loadgroup would build each "
+                    "shared run once per worker. Install the versions the test extra of "
+                    "pyproject.toml names (make test does).", pytrace=False)
 
 
 @pytest.fixture(scope="session", autouse=True)
