@@ -13,9 +13,9 @@ chooses settings and adds what Trainer lacks:
 Performance defaults, each measured in `benchmarks/` (figures in `reports/benchmarks/`):
 dynamic padding (the task's collator pads each batch to its longest example), length-grouped
 batches, bf16 autocast with fp32 master weights on
-GPUs and on CPUs with AMX / AVX512-BF16 (`cpu_has_native_bf16`), tf32 matmuls and fused AdamW
-on CUDA, SDPA attention, torch.compile off (`torch_compile` turns it on). Weight decay skips
-biases and LayerNorm weights (Trainer's `get_decay_parameter_names`).
+GPUs and on CPUs with AMX / AVX512-BF16 (`cpu_has_native_bf16`), tf32 matmuls on CUDA, fused
+AdamW on CUDA and CPU, SDPA attention, torch.compile off (`torch_compile` turns it on). Weight
+decay skips biases and LayerNorm weights (Trainer's `get_decay_parameter_names`).
 
 Recipe options (classification): layer-wise LR decay builds the optimizer's param groups
 (`sftlib.layerwise`); weight averaging keeps an EMA of the weights that every evaluation,
@@ -128,7 +128,9 @@ def training_arguments(cfg: RunConfig, output_dir: str | Path, hardware: Hardwar
         learning_rate=cfg.lr,
         weight_decay=cfg.weight_decay,
         max_grad_norm=cfg.max_grad_norm,
-        optim="adamw_torch_fused" if hardware.device == "cuda" else "adamw_torch",
+        # torch's fused AdamW: one kernel over all tensors instead of a loop of small ops;
+        # the same update (reports/benchmarks/notes.md)
+        optim="adamw_torch_fused" if hardware.device in ("cuda", "cpu") else "adamw_torch",
         bf16=hardware.bf16,
         fp16=hardware.fp16,
         tf32=True if hardware.device == "cuda" else None,
