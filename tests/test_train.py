@@ -147,7 +147,8 @@ def test_training_arguments_follow_the_config(tmp_path):
     assert args.full_determinism and args.train_sampling_strategy == "random"
     assert (args.eval_steps, args.save_steps, args.gradient_accumulation_steps) == (7, 7, 3)
     assert args.metric_for_best_model == "loss" and args.greater_is_better is False
-    assert args.optim == ("adamw_torch_fused" if hardware.device == "cuda" else "adamw_torch")
+    fused = hardware.device in ("cuda", "cpu")
+    assert args.optim == ("adamw_torch_fused" if fused else "adamw_torch")
     default = train.training_arguments(RunConfig(), tmp_path, hardware)
     assert default.train_sampling_strategy == "group_by_length" and default.load_best_model_at_end
     assert not default.torch_compile
