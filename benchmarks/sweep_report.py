@@ -28,9 +28,18 @@ def _utc(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
 
-def sweep_times(sweep_dir: Path, runs: list[str]) -> dict[str, float]:
+def run_folder(sweep_dirs: list[Path], run: str) -> Path:
+    """The folder of run id `run` in whichever of the sweeps holds it."""
+    for sweep_dir in sweep_dirs:
+        if (sweep_dir / run).is_dir():
+            return sweep_dir / run
+    raise FileNotFoundError(f"run {run} is in none of {', '.join(map(str, sweep_dirs))}")
+
+
+def sweep_times(sweep_dirs: list[Path], runs: list[str]) -> dict[str, float]:
     """Wall time from the first run's start to the last one's end, and per run."""
-    manifests = [json.loads((sweep_dir / run / "manifest.json").read_text()) for run in runs]
+    manifests = [json.loads((run_folder(sweep_dirs, run) / "manifest.json").read_text())
+                 for run in runs]
     starts = [_utc(m["started_utc"]) for m in manifests]
     ends = [_utc(m["finished_utc"]) for m in manifests]
     per_run = [(e - s).total_seconds() for s, e in zip(starts, ends)]
@@ -49,7 +58,7 @@ def _shown_base(sweep: dict) -> dict:
 TITLE = "A learning-rate sweep on the default data, compared"
 
 
-def readme(comparison: dict, times: dict, cpu: dict, command: str, sweep: dict,
+def readme(comparison: dict, times: dict, cpu: dict, commands: list[str], sweep: dict,
            note: str = "", title: str = TITLE) -> str:
     metric = comparison["metric"]
     lines = [
@@ -61,7 +70,7 @@ def readme(comparison: dict, times: dict, cpu: dict, command: str, sweep: dict,
         "on the sweep folder writes it).",
         "",
         "```bash",
-        command,
+        *commands,
         "```",
         "",
         f"- Machine: {cpu['model']}, {os.cpu_count()} CPU threads; flags "
@@ -94,23 +103,32 @@ def readme(comparison: dict, times: dict, cpu: dict, command: str, sweep: dict,
               "per-seed rows, each with McNemar's exact test, are in "
               "`tables/significance_<split>.csv`.", ""]
     lines += [f"- {line}" for line in comparison["verdicts"]]
-    lines += ["", "Files: `comparison.json`, `tables/`, `figures/comparison_curves.png`, "
-              "`sweep.json` (the index: every point, its run id and status).", ""]
+    index = ("`sweep.json` (the index: every point, its run id and status)"
+             if len(commands) == 1 else
+             "`sweep-<folder>.json` (each sweep's index: every point, its run id and status)")
+    lines += ["", f"Files: `comparison.json`, `tables/`, `figures/comparison_curves.png`, "
+              f"{index}.", ""]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("sweep_dir", type=Path)
+    parser.add_argument("sweep_dirs", type=Path, nargs="+",
+                        help="one sweep folder, or several compared together")
     parser.add_argument("--output", type=Path, default=Path("reports/benchmarks/sweep_lr"))
-    parser.add_argument("--comparison", type=Path, help="default: <sweep>/comparison")
-    parser.add_argument("--command", required=True, help="the sweep command, for the README")
+    parser.add_argument("--comparison", type=Path,
+                        help="default: <sweep>/comparison (required with several sweeps: "
+                             "`sftlib compare SWEEP... --output DIR`)")
+    parser.add_argument("--command", required=True, action="append",
+                        help="the sweep command, for the README (repeat: one per sweep)")
     parser.add_argument("--note", default="", help="what else the machine did meanwhile")
     parser.add_argument("--title", default=TITLE, help="the README's heading")
     args = parser.parse_args(argv)
-    comparison_dir = args.comparison or args.sweep_dir / "comparison"
+    if len(args.sweep_dirs) > 1 and args.comparison is None:
+        parser.error("several sweeps: pass --comparison, the folder `sftlib compare` wrote")
+    comparison_dir = args.comparison or args.sweep_dirs[0] / "comparison"
     comparison = json.loads((comparison_dir / "comparison.json").read_text())
-    sweep = json.loads((args.sweep_dir / "sweep.json").read_text())
+    sweep = json.loads((args.sweep_dirs[0] / "sweep.json").read_text())
     runs = [r for c in comparison["configs"].values() for r in c["runs"]]
     args.output.mkdir(parents=True, exist_ok=True)
     for name in ("comparison.json", "tables", "figures"):
@@ -121,8 +139,10 @@ def main(argv: list[str] | None = None) -> None:
             shutil.copy2(source, target)
     for notebook in (comparison_dir / "notebooks").glob("*.ipynb"):
         shutil.copy2(notebook, args.output / notebook.name)
-    shutil.copy2(args.sweep_dir / "sweep.json", args.output / "sweep.json")
-    text = readme(comparison, sweep_times(args.sweep_dir, runs), cpu_description(),
+    for sweep_dir in args.sweep_dirs:
+        name = "sweep.json" if len(args.sweep_dirs) == 1 else f"sweep-{sweep_dir.name}.json"
+        shutil.copy2(sweep_dir / "sweep.json", args.output / name)
+    text = readme(comparison, sweep_times(args.sweep_dirs, runs), cpu_description(),
                   args.command, sweep, args.note, args.title)
     (args.output / "README.md").write_text(text)
     print(text)
