@@ -43,7 +43,7 @@ def sweep_times(sweep_dirs: list[Path], runs: list[str]) -> dict[str, float]:
     starts = [_utc(m["started_utc"]) for m in manifests]
     ends = [_utc(m["finished_utc"]) for m in manifests]
     per_run = [(e - s).total_seconds() for s, e in zip(starts, ends)]
-    return {"wall_s": (max(ends) - min(starts)).total_seconds(),
+    return {"wall_s": (max(ends) - min(starts)).total_seconds(), "run_total_s": sum(per_run),
             "run_mean_s": sum(per_run) / len(per_run), "runs": len(runs)}
 
 
@@ -59,7 +59,7 @@ TITLE = "A learning-rate sweep on the default data, compared"
 
 
 def readme(comparison: dict, times: dict, cpu: dict, commands: list[str], sweep: dict,
-           note: str = "", title: str = TITLE) -> str:
+           note: str = "", title: str = TITLE, sweeps: int = 1) -> str:
     metric = comparison["metric"]
     lines = [
         f"# {title}",
@@ -77,8 +77,11 @@ def readme(comparison: dict, times: dict, cpu: dict, commands: list[str], sweep:
         f"{', '.join(cpu['flags']) or 'none of the listed'} "
         f"({'with' if 'avx512_bf16' in cpu['flags'] or 'amx_bf16' in cpu['flags'] else 'without'}"
         " bf16 units).",
-        f"- {times['runs']} runs, {times['wall_s'] / 60:.1f} minutes from the first run's start "
-        f"to the last one's end ({times['run_mean_s'] / 60:.1f} minutes a run on average"
+        f"- {times['runs']} runs, " + (
+            f"{times['wall_s'] / 60:.1f} minutes from the first run's start to the last one's "
+            "end" if sweeps == 1 else  # several sweeps: other runs ran between them
+            f"{times['run_total_s'] / 60:.1f} minutes of runs in all") +
+        f" ({times['run_mean_s'] / 60:.1f} minutes a run on average"
         f"{'; ' + note if note else ''}).",
         f"- Base config (the rest: RunConfig defaults): {json.dumps(_shown_base(sweep))}",
         "",
@@ -104,8 +107,8 @@ def readme(comparison: dict, times: dict, cpu: dict, commands: list[str], sweep:
               "`tables/significance_<split>.csv`.", ""]
     lines += [f"- {line}" for line in comparison["verdicts"]]
     index = ("`sweep.json` (the index: every point, its run id and status)"
-             if len(commands) == 1 else
-             "`sweep-<folder>.json` (each sweep's index: every point, its run id and status)")
+             if sweeps == 1 else
+             "`<sweep folder>.json` (each sweep's index: every point, its run id and status)")
     lines += ["", f"Files: `comparison.json`, `tables/`, `figures/comparison_curves.png`, "
               f"{index}.", ""]
     return "\n".join(lines)
@@ -140,10 +143,10 @@ def main(argv: list[str] | None = None) -> None:
     for notebook in (comparison_dir / "notebooks").glob("*.ipynb"):
         shutil.copy2(notebook, args.output / notebook.name)
     for sweep_dir in args.sweep_dirs:
-        name = "sweep.json" if len(args.sweep_dirs) == 1 else f"sweep-{sweep_dir.name}.json"
+        name = "sweep.json" if len(args.sweep_dirs) == 1 else f"{sweep_dir.name}.json"
         shutil.copy2(sweep_dir / "sweep.json", args.output / name)
     text = readme(comparison, sweep_times(args.sweep_dirs, runs), cpu_description(),
-                  args.command, sweep, args.note, args.title)
+                  args.command, sweep, args.note, args.title, len(args.sweep_dirs))
     (args.output / "README.md").write_text(text)
     print(text)
 
