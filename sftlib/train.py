@@ -212,6 +212,9 @@ class WorkbenchTrainer(Trainer):
       the trained ones in `averaging.TRAINING_WEIGHTS`), put back on resume.
     - distillation (`sftlib.distill`): a train batch that carries `teacher_logits` is scored
       with `distill.distillation_loss`; evaluation batches carry none (plain cross-entropy).
+    - with `grad_accum_steps` > 1, a task whose loss is a per-example mean (classification,
+      distillation) has each micro-batch's loss divided by the accumulation steps, as one
+      large batch would (Trainer divides only losses it does not take as token-normalized).
 
     These touch Trainer internals of transformers 5 (`_init_training_state`, the loss sums
     `_total_loss_scalar`, `_tr_loss`, `_globalstep_last_logged`); the resume tests fail
@@ -222,6 +225,11 @@ class WorkbenchTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.run_config = run_config
         self.task = get_task(run_config.task)
+        if not self.task.token_averaged_loss:
+            # A mean over the batch's examples: Trainer must divide it by the accumulation
+            # steps. It would not, for a model whose forward takes **kwargs (it takes the loss
+            # as scaled by num_items_in_batch), doubling loss and gradients at 2 steps.
+            self.loss_is_scaled_for_ga = False
         self._carried_loss: dict[str, float] | None = None
         self._loss_sums_cover_the_run = True  # False: resumed from a checkpoint without them
         self.add_callback(_ContinueLossSums(self))

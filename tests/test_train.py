@@ -254,3 +254,42 @@ def test_tied_output_head_is_not_reported_missing_when_the_best_model_loads(tmp_
         trainer._issue_warnings_after_load(result)  # WorkbenchTrainer's, not Trainer's
     assert "missing keys" not in caplog.text
     assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+
+
+ACCUMULATION_CASES = {  # the instruction task's loss is token-averaged by Trainer itself
+    "classification-cls": {"pooling": "cls"},
+    "classification-mean": {"pooling": "mean"},
+    "instruction": {"task": "instruction", "model": "smollm2-135m-instruct",
+                    "dataset": "alpaca-demo", "max_length": 64, "metric_for_best": "loss",
+                    "lora": True, "lora_r": 4},
+}
+
+
+@pytest.mark.parametrize("case", [
+    pytest.param(name, marks=[pytest.mark.slow] * (name == "instruction"))  # a 135M model
+    for name in ACCUMULATION_CASES])
+def test_two_accumulated_batches_of_four_are_one_batch_of_eight(tmp_path, tiny_model_folder,
+                                                                 case):
+    """grad_accum_steps=2 over batches of 4 is one optimizer step over the same 8 rows: the
+    same logged loss and gradient norm. A classifier's loss is a mean over its batch, so
+    Trainer must divide each micro-batch's by the accumulation steps; transformers 5 skips
+    that for models whose forward takes **kwargs (it assumes they scaled by
+    num_items_in_batch), which doubled both."""
+    import torch
+
+    def first_step(batch_size: int, accumulation: int) -> dict:
+        folder = tmp_path / f"accumulate-{accumulation}"
+        cfg = RunConfig(**{"model": str(tiny_model_folder), **ACCUMULATION_CASES[case]},
+                        train_subset=16, eval_subset=4, max_steps=1, batch_size=batch_size,
+                        grad_accum_steps=accumulation, group_by_length=False, logging_steps=1,
+                        precision="fp32", eval_strategy="no", output_dir=str(folder))
+        run = train.prepare_training(cfg, folder, notebook=False, log_fn=lambda _m: None)
+        for module in run.trainer.model.modules():  # the same function of the rows, both ways
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
+        run.trainer.train()
+        return next(r for r in run.trainer.state.log_history if "loss" in r)
+
+    one, accumulated = first_step(8, 1), first_step(4, 2)
+    assert accumulated["loss"] == pytest.approx(one["loss"], rel=1e-4)
+    assert accumulated["grad_norm"] == pytest.approx(one["grad_norm"], rel=1e-3)
