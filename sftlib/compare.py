@@ -32,7 +32,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Iterable, Sequence
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import numpy as np
@@ -202,16 +202,38 @@ def differing_keys(configs: Sequence[dict[str, Any]]) -> list[str]:
     return [k for k in keys if len({json.dumps(c.get(k), sort_keys=True) for c in configs}) > 1]
 
 
+# the RunConfig keys that may hold a path (a local model, a data file, a teacher run folder)
+PATH_KEYS = ("model", "dataset", "teacher")
+
+
+def _shown(key: str, value: Any, short: bool) -> Any:
+    """A path setting as its last part (a run id, a file name) when short; others as they are."""
+    if short and key in PATH_KEYS and isinstance(value, str) and "/" in value.rstrip("/"):
+        return PurePath(value.rstrip("/")).name
+    return value
+
+
+def config_labels(configs: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """Config id -> label from the keys that differ ("lr=0.0001, schedule=cosine").
+
+    Paths are shown by their last part (a teacher's run id, a file name) when that still tells
+    every config apart; otherwise in full."""
+    keys = differing_keys(list(configs.values()))
+    for short in (True, False):
+        labels = {gid: ", ".join(f"{k}={_shown(k, c.get(k), short)}" for k in keys)
+                  or "the one config" for gid, c in configs.items()}
+        if len(set(labels.values())) == len(labels):
+            break
+    return labels
+
+
 def group_runs(runs: Sequence[RunRecord]) -> dict[str, list[RunRecord]]:
     """Config label ("lr=0.0001, schedule=cosine") -> its runs, sorted by seed."""
-    keys = differing_keys([r.config for r in runs])
+    ids = [config_id(run.config, ignore=("seed",)) for run in runs]
+    labels = config_labels({gid: run.config for gid, run in zip(ids, runs)})
     groups: dict[str, list[RunRecord]] = {}
-    by_id: dict[str, str] = {}
-    for run in runs:
-        gid = config_id(run.config, ignore=("seed",))
-        label = by_id.setdefault(gid, ", ".join(f"{k}={run.config.get(k)}" for k in keys)
-                                 or "the one config")
-        groups.setdefault(label, []).append(run)
+    for gid, run in zip(ids, runs):
+        groups.setdefault(labels[gid], []).append(run)
     return {label: sorted(group, key=lambda r: r.seed) for label, group in groups.items()}
 
 

@@ -171,3 +171,16 @@ def test_one_config_has_no_tests_and_no_verdicts(tmp_path):
     assert list(result.groups) == ["the one config"] and result.significance == {}
     assert result.verdicts() == []
     assert compare.verdict_lines(pd.DataFrame(), result.best, "validation") == []
+
+
+def test_a_teacher_run_is_labelled_by_its_run_id_unless_that_is_ambiguous():
+    teachers = {"a": {"teacher": "/home/me/reports/sweep-t/20261204-1-aaa/", "lr": 1e-4},
+                "b": {"teacher": None, "lr": 1e-4}}
+    assert compare.config_labels(teachers) == {"a": "teacher=20261204-1-aaa",
+                                               "b": "teacher=None"}
+    same_name = {"a": {"dataset": "one/train.csv"}, "b": {"dataset": "two/train.csv"}}
+    assert compare.config_labels(same_name) == {"a": "dataset=one/train.csv",
+                                                "b": "dataset=two/train.csv"}
+    # only the keys that hold paths are shortened
+    assert compare.config_labels({"a": {"schedule": "hf:a/b"}, "b": {"schedule": "linear"}}) \
+        == {"a": "schedule=hf:a/b", "b": "schedule=linear"}
