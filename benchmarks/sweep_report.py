@@ -15,6 +15,7 @@ them on the machine that ran it.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import shutil
@@ -47,6 +48,27 @@ def sweep_times(sweep_dirs: list[Path], runs: list[str]) -> dict[str, float]:
             "run_mean_s": sum(per_run) / len(per_run), "runs": len(runs)}
 
 
+def run_rows(sweep_dirs: list[Path], comparison: dict) -> list[dict]:
+    """One row per run: its config label, seed, validation / test accuracy and times (from the
+    run's metrics.json and manifest.json), so a single run (a distillation teacher) can be
+    cited by its id."""
+    rows = []
+    for label, config in comparison["configs"].items():
+        for run in config["runs"]:
+            folder = run_folder(sweep_dirs, run)
+            metrics = json.loads((folder / "metrics.json").read_text())
+            manifest = json.loads((folder / "manifest.json").read_text())
+            rows.append({
+                "run": run, "config": label, "seed": manifest.get("seed"),
+                "validation_accuracy": metrics.get("validation", {}).get("accuracy"),
+                "test_accuracy": metrics.get("test", {}).get("accuracy"),
+                "training_runtime_s": metrics.get("training", {}).get("runtime_s"),
+                "run_s": (_utc(manifest["finished_utc"])
+                          - _utc(manifest["started_utc"])).total_seconds(),
+            })
+    return rows
+
+
 SHOWN_KEYS = ("model", "dataset", "train_subset", "epochs", "batch_size", "schedule",
               "precision", "max_length")
 
@@ -59,7 +81,8 @@ TITLE = "A learning-rate sweep on the default data, compared"
 
 
 def readme(comparison: dict, times: dict, cpu: dict, commands: list[str], sweep: dict,
-           note: str = "", title: str = TITLE, sweeps: int = 1) -> str:
+           note: str = "", title: str = TITLE, sweeps: int = 1,
+           runs: list[dict] | None = None) -> str:
     metric = comparison["metric"]
     lines = [
         f"# {title}",
@@ -105,12 +128,19 @@ def readme(comparison: dict, times: dict, cpu: dict, commands: list[str], sweep:
               "pairs (p-value and interval from a bootstrap over rows and seed pairs); the "
               "per-seed rows, each with McNemar's exact test, are in "
               "`tables/significance_<split>.csv`.", ""]
-    lines += [f"- {line}" for line in comparison["verdicts"]]
+    lines += [f"- {line}" for line in comparison["verdicts"]] or [
+        "One config: nothing to compare it with here."]
+    if runs:
+        lines += ["", "## Runs", "", "| run | config | seed | validation accuracy | "
+                  "test accuracy | training s | run s |", "| --- " * 7 + "|"]
+        lines += [f"| {r['run']} | {r['config']} | {r['seed']} | {r['validation_accuracy']:.4f} | "
+                  f"{r['test_accuracy']:.4f} | {r['training_runtime_s']:.0f} | {r['run_s']:.0f} |"
+                  for r in runs]
     index = ("`sweep.json` (the index: every point, its run id and status)"
              if sweeps == 1 else
              "`<sweep folder>.json` (each sweep's index: every point, its run id and status)")
     lines += ["", f"Files: `comparison.json`, `tables/`, `figures/comparison_curves.png`, "
-              f"{index}.", ""]
+              f"`runs.csv` (each run's scores and seconds), {index}.", ""]
     return "\n".join(lines)
 
 
@@ -145,8 +175,13 @@ def main(argv: list[str] | None = None) -> None:
     for sweep_dir in args.sweep_dirs:
         name = "sweep.json" if len(args.sweep_dirs) == 1 else f"{sweep_dir.name}.json"
         shutil.copy2(sweep_dir / "sweep.json", args.output / name)
+    rows = run_rows(args.sweep_dirs, comparison)
     text = readme(comparison, sweep_times(args.sweep_dirs, runs), cpu_description(),
-                  args.command, sweep, args.note, args.title, len(args.sweep_dirs))
+                  args.command, sweep, args.note, args.title, len(args.sweep_dirs), rows)
+    with open(args.output / "runs.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
     (args.output / "README.md").write_text(text)
     print(text)
 

@@ -206,7 +206,7 @@ def differing_keys(configs: Sequence[dict[str, Any]]) -> list[str]:
 PATH_KEYS = ("model", "dataset", "teacher")
 
 
-def _shown(key: str, value: Any, short: bool) -> Any:
+def shown_value(key: str, value: Any, short: bool) -> Any:
     """A path setting as its last part (a run id, a file name) when short; others as they are."""
     if short and key in PATH_KEYS and isinstance(value, str) and "/" in value.rstrip("/"):
         return PurePath(value.rstrip("/")).name
@@ -220,7 +220,7 @@ def config_labels(configs: dict[str, dict[str, Any]]) -> dict[str, str]:
     every config apart; otherwise in full."""
     keys = differing_keys(list(configs.values()))
     for short in (True, False):
-        labels = {gid: ", ".join(f"{k}={_shown(k, c.get(k), short)}" for k in keys)
+        labels = {gid: ", ".join(f"{k}={shown_value(k, c.get(k), short)}" for k in keys)
                   or "the one config" for gid, c in configs.items()}
         if len(set(labels.values())) == len(labels):
             break
