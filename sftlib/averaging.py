@@ -22,7 +22,7 @@ Written here rather than with `torch.optim.swa_utils.AveragedModel`: that deep-c
 whole module, its first update copies the weights instead of averaging them, and its decay
 is fixed; the update itself is the same `torch._foreach_lerp_` as its
 `get_ema_multi_avg_fn`. Not supported: SWA (uniform averages), sharded models (FSDP,
-DeepSpeed ZeRO-3).
+DeepSpeed ZeRO-3: refused when the trainer is built).
 """
 
 from __future__ import annotations
@@ -33,10 +33,22 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from sftlib.config import ConfigError
+
 # the weights the optimizer trains, saved next to the averaged model.safetensors of a
 # checkpoint: what a resumed run continues training
 TRAINING_WEIGHTS = "training_weights.safetensors"
 WARMUP = 10  # d_t = (1 + t) / (WARMUP + t) until it reaches ema_decay
+
+
+def refuse_sharded_weights(fsdp: bool, zero_stage: int | None) -> None:
+    """Stop a run whose parameters are sharded across processes: each process would average
+    only its own shard, and the saved "average" would not be one."""
+    if fsdp or zero_stage == 3:
+        by = "FSDP" if fsdp else "DeepSpeed ZeRO-3"
+        raise ConfigError(f"weight_averaging=ema: not supported with {by} (the parameters are "
+                          "sharded across processes). Set weight_averaging=none, or train with "
+                          "plain data parallelism (DDP, ZeRO-1 / 2)")
 
 
 def decay_at(step: int, ema_decay: float) -> float:

@@ -241,6 +241,9 @@ class WorkbenchTrainer(Trainer):
         self._averaging = False  # True while training: the model holds the trained weights
         self._best_model_loaded = False
         if run_config.weight_averaging == "ema":
+            plugin = getattr(self.accelerator.state, "deepspeed_plugin", None)
+            averaging.refuse_sharded_weights(self.is_fsdp_enabled,
+                                             getattr(plugin, "zero_stage", None))
             self.add_callback(_UpdateWeightAverage(self))
 
     def create_optimizer(self, model=None):

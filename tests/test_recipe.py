@@ -126,6 +126,19 @@ def test_recipe_keys_are_validated():
         RunConfig(task="instruction", metric_for_best="loss", weight_averaging="ema")
 
 
+
+@pytest.mark.parametrize(("fsdp", "zero_stage", "refused_by"),
+                         [(True, None, "FSDP"), (False, 3, "DeepSpeed ZeRO-3"),
+                          (False, 2, None), (False, None, None)])
+def test_ema_of_sharded_weights_is_refused(fsdp, zero_stage, refused_by):
+    # sharded parameters: each process would average its own shard only
+    if refused_by is None:
+        averaging.refuse_sharded_weights(fsdp, zero_stage)
+    else:
+        with pytest.raises(ConfigError, match=f"not supported with {refused_by}"):
+            averaging.refuse_sharded_weights(fsdp, zero_stage)
+
+
 # EMA weight averaging ----------------------------------------------------------------------
 
 class _RecordWeights(TrainerCallback):
