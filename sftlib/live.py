@@ -109,7 +109,8 @@ class LivePlotCallback(TrainerCallback):
         self._handle = None
         self._fig: plt.Figure | None = None
         self._last_draw = 0.0
-        self._next_draw_gap = interval_s
+        self._last_cost = 0.0  # seconds the last redraw took: what the next one will cost
+        self._plot_seconds_before = 0.0  # drawing done in earlier train() calls
         self._start = 0.0
         self._step_began = 0.0
         self._step_seconds = 0.0  # pure training time since the last log (no eval, no plots)
@@ -123,6 +124,7 @@ class LivePlotCallback(TrainerCallback):
         self._training = True
         self._handle = None
         self._start = time.perf_counter()
+        self._plot_seconds_before = self.plot_seconds
         self._last_log = (state.global_step, state.num_input_tokens_seen or 0)
         if state.is_world_process_zero:
             self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
@@ -158,7 +160,9 @@ class LivePlotCallback(TrainerCallback):
         if not self._training:
             return
         if self.notebook:
-            if now - self._last_draw >= self._next_draw_gap:
+            if draw_due(now - self._start, now - self._last_draw, self.plot_seconds
+                        - self._plot_seconds_before, self._last_cost, self.interval_s,
+                        self.max_share):
                 self._redraw()
         else:
             self.print_fn(_text_line(record, self.metric))
@@ -209,13 +213,22 @@ class LivePlotCallback(TrainerCallback):
         finished = time.perf_counter()
         self.plot_seconds += finished - began
         self._last_draw = finished
-        # wait long enough that drawing stays under max_share of the wall time
-        self._next_draw_gap = max(self.interval_s, (finished - began) / self.max_share)
+        self._last_cost = finished - began
 
     @property
     def plot_share(self) -> float:
         """Share of training wall time spent drawing (the throttle keeps it small)."""
         return self.plot_seconds / self.train_seconds if self.train_seconds else 0.0
+
+
+def draw_due(elapsed: float, since_last_draw: float, plot_seconds: float, last_cost: float,
+             interval_s: float, max_share: float) -> bool:
+    """Whether to redraw now: `interval_s` since the last draw, and the drawing so far plus the
+    next draw (assumed to cost what the last one did) within `max_share` of the training time
+    so far. Cumulative, so the first draw (at once) is paid for by waiting afterwards; only the
+    closing draw at the end of training comes on top."""
+    return (since_last_draw >= interval_s
+            and plot_seconds + last_cost <= max_share * elapsed)
 
 
 def _training_loop_record(record: dict[str, Any]) -> bool:

@@ -5,6 +5,8 @@ import json
 import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sftlib import live
 
@@ -64,3 +66,26 @@ def test_headless_training_prints_lines_and_writes_log(tmp_path, tiny_config):
     assert any(line.startswith("step ") and "samples/s" in line for line in printed)
     assert run.live.redraws == 0  # no notebook, no figure redraws
     assert (tmp_path / "figures" / "training.png").stat().st_size > 5000
+
+
+@settings(max_examples=200, deadline=None)
+@given(cost=st.floats(0.01, 2.0), log_every=st.floats(0.05, 5.0),
+       duration=st.floats(60.0, 3600.0), max_share=st.floats(0.005, 0.25),
+       interval=st.floats(0.0, 5.0))
+def test_redraws_stay_within_their_share_of_training_time(cost, log_every, duration, max_share,
+                                                          interval):
+    # a training run simulated on a clock: a log every `log_every` s, each draw `cost` s
+    now, last_draw, plot_seconds, last_cost, draws = 0.0, float("-inf"), 0.0, 0.0, 0
+    while now < duration:
+        now += log_every
+        if live.draw_due(now, now - last_draw, plot_seconds, last_cost, interval, max_share):
+            if draws == 0:
+                assert now == log_every  # the first log is drawn at once
+            now += cost
+            plot_seconds, last_cost, last_draw, draws = plot_seconds + cost, cost, now, draws + 1
+    plot_seconds += cost  # the closing draw at the end of training, always made
+    # within the share but for the closing draw (and a first draw larger than the whole budget)
+    assert plot_seconds / now <= max(max_share, cost / now) + cost / now + 1e-12
+    # and it does not starve: with room for many draws, it makes many
+    if max_share * duration > 20 * cost and duration > 20 * (log_every + interval + cost):
+        assert draws >= 5
