@@ -172,15 +172,22 @@ def summary(benchmarks: Path = BENCHMARKS, studies: tuple[Study, ...] = STUDIES,
                      f"{accuracy:.4f}; target {TARGET_DEFAULT:.2f}: {reached} by any option.")
     teacher_comparison = load(benchmarks / teacher_study)
     if teacher_comparison is not None:
-        label = teacher_comparison["ranking"][0]
-        validation = mean_std(teacher_comparison, label, "validation")
-        row = teacher_comparison["summary"][label]
+        ranked = teacher_comparison["ranking"][0]
+        validation = mean_std(teacher_comparison, ranked, "validation")
+        test = mean_std(teacher_comparison, ranked, "test")
+        row = teacher_comparison["summary"][ranked]
+        seeds = len(teacher_comparison["configs"][ranked]["seeds"])
+        label = ranked
+        sweep_file = benchmarks / teacher_study / "sweep.json"
+        if sweep_file.is_file():  # the recipe: the sweep's base config, as --set would say it
+            base = json.loads(sweep_file.read_text())["spec"]["base"]
+            label = ", ".join(f"{key}={base[key]}" for key in ("model", "pooling", "lr", "epochs")
+                              if key in base)
         lines.append(
             f"- mpnet-base fine-tuned ([{teacher_study}]({teacher_study}/README.md), `{label}`): "
-            f"validation {_cell(validation)}, test "
-            f"{_cell(mean_std(teacher_comparison, label, 'test'))} over "
-            f"{len(teacher_comparison['configs'][label]['seeds'])} seeds, "
-            f"{row['training/runtime_s/mean'] / 60:.1f} minutes of training a run on average; "
+            f"validation {_cell(validation)}, test {_cell(test)} over {seeds} seeds, "
+            f"{row['training/runtime_s/mean'] / 60:.1f} minutes of training a run on average "
+            "on the study's machine (its README names the CPU); "
             f"target {TARGET_TEACHER:.2f}: "
             f"{'reached' if validation[0] >= TARGET_TEACHER else 'not reached'}.")
     for study, row, teacher in distilled:
