@@ -33,7 +33,7 @@ import yaml
 TASK_OPTIONS = {
     "classification": ("text_column", "label_column", "pooling",
                        # distillation (sftlib.distill)
-                       "teacher", "distill_weight", "distill_temperature",
+                       "teacher", "distill_weight", "distill_temperature", "distill_augment",
                        # recipe: layer-wise LR decay, weight averaging (issue 14)
                        "layerwise_lr_decay", "weight_averaging", "ema_decay"),
     "instruction": ("chat_template", "truncated_responses", "packing", "lora", "lora_r",
@@ -120,6 +120,7 @@ class RunConfig:
     teacher: str | None = None  # a run folder (its model/) or a saved classifier; None: plain CE
     distill_weight: float = 0.5  # w in (1-w)*CE(labels) + w*T^2*KL(teacher || student)
     distill_temperature: float = 2.0  # T > 1 softens both distributions; 1 compares them as-is
+    distill_augment: int = 0  # perturbed copies of each train text, taught by the teacher alone
     # --- classification recipe: layer-wise LR decay and weight averaging (sftlib.layerwise,
     # sftlib.averaging); off by default: the seed tutorial's recipe until a run measures better
     layerwise_lr_decay: float = 1.0  # in (0, 1]: layer i of L at lr * d**(L-1-i); 1 = off
@@ -425,13 +426,16 @@ def validate(cfg: RunConfig) -> None:
     _validate_distillation(cfg)  # after the task check: for instruction, that one names it
 
 
-DISTILL_OPTIONS = ("distill_weight", "distill_temperature")
+DISTILL_OPTIONS = ("distill_weight", "distill_temperature", "distill_augment")
+MAX_DISTILL_AUGMENT = 16  # copies per text: each one a full pass of extra training
 
 
 def _validate_distillation(cfg: RunConfig) -> None:
     """The soft-label knobs: a weight in [0, 1], a positive temperature, and a teacher."""
     _in_range(cfg, "distill_weight", 0, 1, why=" (the share of the soft-label loss)")
     _at_least(cfg, "distill_temperature", 0, strict=True)
+    _in_range(cfg, "distill_augment", 0, MAX_DISTILL_AUGMENT,
+              why=" (copies per train text; each adds a pass's worth of training)")
     if cfg.teacher is not None and not cfg.teacher.strip():
         raise ConfigError("teacher: a run folder (reports/<run-id>) or a saved classifier "
                           "folder, or None for no distillation")

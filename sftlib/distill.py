@@ -23,9 +23,19 @@ train split carries them as the `teacher_logits` column through Trainer to `comp
 The teacher's own validation / test scores (`teacher_scores`, cached the same way) go into
 metrics.json and into notebook 03's teacher-vs-student table.
 
+A transfer set (`distill_augment=k`): the teacher can label text that has no gold label,
+so each train text also yields k perturbed copies (`augment_texts`, after Tang et al. 2019,
+"Distilling task-specific knowledge from BERT into simple neural networks"): with probability
+0.25 a random n-gram of the text (n from 1 to 5: short phrases, like the phrase-level labels of
+SST), else the text with each word dropped with probability 0.1. The copies are drawn from the
+run's seed; their label is -100 (no gold label) and their loss is the soft term alone,
+`T^2 * KL`, at full weight: an example's loss always weighs 1, a gold row's split as above.
+Each copy adds a pass's worth of training steps; the teacher labels each seed's copies once.
+
 Not supported: hub ids as teachers (give a local folder), a teacher of the instruction task,
-teacher logits recomputed under augmentation or dropout (they are fixed per text),
-intermediate-layer (feature) distillation.
+teacher logits recomputed under dropout (they are fixed per text), intermediate-layer
+(feature) distillation, synonym replacement (Tang et al.'s third perturbation: it needs a
+tagger and embeddings), and augmentation without a teacher (a copy has no label to learn).
 """
 
 from __future__ import annotations
@@ -153,28 +163,89 @@ def cached_logits(folder: Path, texts: list[str], batch_size: int = 64,
     return logits, {**info, "cached": False}
 
 
-def add_teacher_logits(cfg: Any, dataset, tokenized, log=print):
+NO_GOLD_LABEL = -100  # a transfer-set copy's label: the soft term alone teaches it
+NGRAM_SHARE, NGRAM_MAX, WORD_DROP = 0.25, 5, 0.1  # Tang et al. (2019)'s p_ng and n; a drop rate
+
+
+def augment_text(text: str, rng: np.random.Generator) -> str:
+    """One perturbed copy: a random n-gram of the words (share NGRAM_SHARE, n up to
+    NGRAM_MAX), else the words each dropped with probability WORD_DROP (one always kept)."""
+    words = text.split()
+    if len(words) <= 1:
+        return text
+    if rng.random() < NGRAM_SHARE:
+        n = int(rng.integers(1, min(NGRAM_MAX, len(words)) + 1))
+        start = int(rng.integers(0, len(words) - n + 1))
+        return " ".join(words[start:start + n])
+    kept = [word for word in words if rng.random() >= WORD_DROP]
+    return " ".join(kept) if kept else words[int(rng.integers(0, len(words)))]
+
+
+def augment_texts(texts: list[str], copies: int, seed: int) -> list[str]:
+    """`copies` perturbed copies of each text, copy-major (all first copies, then all second
+    ones); the same texts and seed give the same copies."""
+    rng = np.random.default_rng([seed, copies])
+    return [augment_text(text, rng) for _ in range(copies) for text in texts]
+
+
+def transfer_rows(cfg: Any, train, tokenizer, max_length: int):
+    """The train split's `distill_augment` perturbed copies, tokenized like it, each with
+    label NO_GOLD_LABEL."""
+    import datasets
+
+    from sftlib import tokens
+
+    texts = augment_texts(list(train["text"]), cfg.distill_augment, cfg.seed)
+    copies = datasets.Dataset.from_dict({"text": texts, "label": [NO_GOLD_LABEL] * len(texts)})
+    encoded = tokens.tokenize_splits(datasets.DatasetDict({"train": copies}), tokenizer,
+                                     max_length)["train"]
+    return copies, encoded
+
+
+def add_teacher_logits(cfg: Any, dataset, tokenized, log=print, tokenizer=None,
+                       max_length: int | None = None):
     """The tokenized splits with the teacher's logits of every train text as the
-    `teacher_logits` column (train only: evaluation stays plain cross-entropy)."""
+    `teacher_logits` column (train only: evaluation stays plain cross-entropy); with
+    `distill_augment`, the train split's perturbed copies appended (tokenized with
+    `tokenizer` at `max_length`), taught by the teacher alone."""
+    import datasets
+
     folder = resolve_teacher(cfg.teacher)
-    logits, _ = cached_logits(folder, list(dataset["train"]["text"]), cfg.eval_batch_size, log)
-    tokenized["train"] = tokenized["train"].add_column(TEACHER_COLUMN, logits.tolist())
+    texts = list(dataset["train"]["text"])
+    logits, _ = cached_logits(folder, texts, cfg.eval_batch_size, log)
+    train = tokenized["train"].add_column(TEACHER_COLUMN, logits.tolist())
+    if cfg.distill_augment > 0:
+        copies, encoded = transfer_rows(cfg, dataset["train"], tokenizer, max_length)
+        copy_logits, _ = cached_logits(folder, list(copies["text"]), cfg.eval_batch_size, log)
+        encoded = encoded.add_column(TEACHER_COLUMN, copy_logits.tolist())
+        # a ClassLabel column cannot hold NO_GOLD_LABEL: the ids as plain integers
+        train = train.cast_column("label", datasets.Value("int64"))
+        train = datasets.concatenate_datasets([train, encoded.cast(train.features)])
+        log(f"[distill] transfer set: {len(texts)} train texts and {len(copies)} perturbed "
+            f"copies ({cfg.distill_augment} each, seed {cfg.seed}), the copies taught by the "
+            "teacher only")
+    tokenized["train"] = train
     return tokenized
 
 
 def distillation_loss(student_logits, teacher_logits, labels, weight: float,
                       temperature: float):
-    """(1 - w) * CE(student, labels) + w * T^2 * KL(softmax(teacher/T) || softmax(student/T)),
-    cross-entropy and KL each a mean over the batch's examples; computed in fp32."""
+    """The batch mean of each example's loss: (1 - w) * CE(student, label) + w * T^2 *
+    KL(softmax(teacher/T) || softmax(student/T)), or T^2 * KL alone for an example labelled
+    NO_GOLD_LABEL (a transfer-set copy); computed in fp32. With gold labels only, that is
+    (1 - w) * mean CE + w * T^2 * mean KL."""
+    import torch
     import torch.nn.functional as F
 
     student = student_logits.float()
     teacher = teacher_logits.to(student.device).float()
-    hard = F.cross_entropy(student, labels)
+    gold = labels != NO_GOLD_LABEL
+    hard = F.cross_entropy(student, labels, ignore_index=NO_GOLD_LABEL, reduction="none")
     soft = F.kl_div(F.log_softmax(student / temperature, dim=-1),
                     F.log_softmax(teacher / temperature, dim=-1),
-                    reduction="batchmean", log_target=True)
-    return (1 - weight) * hard + weight * temperature ** 2 * soft
+                    reduction="none", log_target=True).sum(dim=-1)
+    soft_weight = torch.where(gold, torch.full_like(soft, weight), torch.ones_like(soft))
+    return ((1 - weight) * hard + soft_weight * temperature ** 2 * soft).mean()
 
 
 def teacher_scores(cfg: Any, dataset, splits: tuple[str, ...] = ("validation", "test"),

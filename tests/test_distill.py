@@ -9,6 +9,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sftlib import distill
 from sftlib.config import ConfigError, RunConfig
@@ -82,6 +84,58 @@ def test_distillation_loss_matches_numpy_on_a_constructed_batch():
     assert plain.item() == pytest.approx(ce, rel=1e-6)  # weight 0: cross-entropy alone
 
 
+def test_transfer_copies_are_taught_by_the_teacher_alone():
+    # rows labelled NO_GOLD_LABEL (perturbed copies) lose T^2 * KL at full weight; gold rows
+    # (1 - w) * CE + w * T^2 * KL; the batch mean of the rows' losses
+    student = np.array([[1.0, -0.5], [0.3, 0.1], [-2.0, 0.5], [0.0, 1.0]])
+    teacher = np.array([[0.5, 0.0], [2.0, -1.0], [0.0, 3.0], [1.0, 1.0]])
+    labels = np.array([1, distill.NO_GOLD_LABEL, 0, distill.NO_GOLD_LABEL])
+    weight, temperature = 0.3, 2.0
+
+    def log_softmax(x):
+        return x - np.log(np.exp(x).sum(axis=1, keepdims=True))
+
+    p_teacher = np.exp(log_softmax(teacher / temperature))
+    kl = (p_teacher * (np.log(p_teacher) - log_softmax(student / temperature))).sum(1)
+    ce = -log_softmax(student)
+    rows = [(1 - weight) * ce[0, 1] + weight * 4 * kl[0], 4 * kl[1],
+            (1 - weight) * ce[2, 0] + weight * 4 * kl[2], 4 * kl[3]]
+    loss = distill.distillation_loss(torch.tensor(student), torch.tensor(teacher),
+                                     torch.tensor(labels), weight, temperature)
+    assert loss.item() == pytest.approx(np.mean(rows), rel=1e-6)
+
+
+@given(texts=st.lists(st.text(st.characters(codec="utf-8"), max_size=60), min_size=1,
+                      max_size=8),
+       copies=st.integers(1, 3), seed=st.integers(0, 2**32 - 1))
+@settings(max_examples=200, deadline=None)
+def test_perturbed_copies_are_phrases_or_thinned_texts(texts, copies, seed):
+    augmented = distill.augment_texts(texts, copies, seed)
+    assert augmented == distill.augment_texts(texts, copies, seed)  # the seed's copies
+    assert len(augmented) == copies * len(texts)
+    for i, copy in enumerate(augmented):
+        words, kept = texts[i % len(texts)].split(), copy.split()
+        if len(words) <= 1:
+            assert copy == texts[i % len(texts)]
+            continue
+        assert kept, "a copy keeps at least one word"
+        ngram = len(kept) <= distill.NGRAM_MAX and any(
+            words[start:start + len(kept)] == kept for start in range(len(words)))
+        it = iter(words)
+        thinned = all(word in it for word in kept)  # the words in their order, some dropped
+        assert ngram or thinned
+
+
+def test_the_copies_differ_from_seed_to_seed_and_vary():
+    texts = ["a gripping , funny and surprisingly moving film about growing old"] * 50
+    copies = distill.augment_texts(texts, 2, seed=42)
+    assert copies != distill.augment_texts(texts, 2, seed=43)
+    phrases = [c for c in copies if len(c.split()) <= distill.NGRAM_MAX]
+    # about NGRAM_SHARE of the copies are short phrases, the rest thinned texts (binomial)
+    assert 0.1 < len(phrases) / len(copies) < 0.45
+    assert len(set(copies)) > 25  # not one copy repeated
+
+
 def test_distillation_keys_are_validated():
     with pytest.raises(ConfigError, match=r"distill_weight: must be >= 0 and <= 1"):
         RunConfig(teacher="reports/x", distill_weight=1.5)
@@ -90,6 +144,13 @@ def test_distillation_keys_are_validated():
     with pytest.raises(ConfigError, match=r"distill_weight: distillation options without a "
                                           r"teacher"):
         RunConfig(distill_weight=0.3)
+    with pytest.raises(ConfigError, match=r"distill_augment: distillation options without a "
+                                          r"teacher"):
+        RunConfig(distill_augment=1)
+    with pytest.raises(ConfigError, match=r"distill_augment: must be >= 0 and <= 16"):
+        RunConfig(teacher="reports/x", distill_augment=17)
+    with pytest.raises(ConfigError, match=r"distill_augment: expected int"):
+        RunConfig(teacher="reports/x", distill_augment=1.5)
     with pytest.raises(ConfigError, match=r"teacher: only for task 'classification'"):
         RunConfig(task="instruction", model="smollm2-135m-instruct", dataset="alpaca-demo",
                   metric_for_best="loss", teacher="reports/x")
@@ -166,6 +227,16 @@ class TeacherForwardCounter:
         self.handle.remove()
 
 
+def train_counting_teacher_rows(cfg, folder, teacher):
+    """A tiny run prepared and trained in `folder`; with the rows the teacher read meanwhile."""
+    from sftlib import train
+
+    with TeacherForwardCounter(teacher) as counter:
+        run = train.prepare_training(cfg, folder, notebook=False, log_fn=lambda _m: None)
+        output = run.trainer.train()
+    return run, output, counter.rows
+
+
 @pytest.mark.slow
 def test_teacher_logits_are_computed_once_cached_and_scored(tiny_model_folder, teacher_run,
                                                      logits_cache, tmp_path):
@@ -176,11 +247,8 @@ def test_teacher_logits_are_computed_once_cached_and_scored(tiny_model_folder, t
     teacher = teacher_run / "model"
     cfg = RunConfig(**TINY_DISTILL, model=str(tiny_model_folder), teacher=str(teacher_run),
                     distill_weight=0.6, distill_temperature=3.0)
-    with TeacherForwardCounter(teacher) as counter:
-        run = train.prepare_training(cfg, tmp_path / "run", notebook=False,
-                                     log_fn=lambda _m: None)
-        output = run.trainer.train()  # two epochs
-    assert output.global_step == 4 and counter.rows == 32  # each train text once, not per epoch
+    run, output, read = train_counting_teacher_rows(cfg, tmp_path / "run", teacher)  # 2 epochs
+    assert output.global_step == 4 and read == 32  # each train text once, not per epoch
     assert len(list(logits_cache.glob("*.npy"))) == 1
 
     expected = Predictor(teacher).logits(run.dataset["train"]["text"])
@@ -222,3 +290,33 @@ def test_teacher_logits_are_computed_once_cached_and_scored(tiny_model_folder, t
     assert table.loc[("test", "student"), "accuracy"] == scores["test"]["accuracy"]
     assert distill.teacher_vs_student({}, scores).empty
     assert distill.record_teacher_scores(RunConfig(), run.dataset, report) == {}
+
+
+@pytest.mark.slow
+def test_a_transfer_set_adds_copies_the_teacher_labels_once(tiny_model_folder, teacher_run,
+                                                            logits_cache, tmp_path):
+    from sftlib import train
+    from sftlib.deploy import Predictor
+
+    teacher = teacher_run / "model"
+    cfg = RunConfig(**TINY_DISTILL, model=str(tiny_model_folder), teacher=str(teacher_run),
+                    distill_augment=2, distill_weight=0.6)
+    run, output, read = train_counting_teacher_rows(cfg, tmp_path / "run", teacher)
+    rows = run.tokenized["train"]
+    texts = list(run.dataset["train"]["text"])
+    copies = distill.augment_texts(texts, 2, cfg.seed)
+    assert rows["text"] == texts + copies and read == 32 + 64
+    assert rows["label"][32:] == [distill.NO_GOLD_LABEL] * 64
+    assert rows["label"][:32] == list(run.dataset["train"]["label"])
+    assert np.allclose(rows[distill.TEACHER_COLUMN][32:], Predictor(teacher).logits(copies),
+                       atol=1e-6)
+    assert output.global_step == 2 * 96 // 16  # the copies are trained on: 96 rows an epoch
+    assert np.isfinite(output.training_loss)
+    # the validation and test splits are not augmented
+    assert len(run.tokenized["validation"]) == len(run.dataset["validation"])
+
+    with TeacherForwardCounter(teacher) as counter:  # another seed: new copies, same texts
+        train.prepare_training(cfg.replace(seed=7), tmp_path / "run2", notebook=False,
+                               log_fn=lambda _m: None)
+    assert counter.rows == 64
+
