@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from sftlib import significance
+from sftlib.config import inert_options
 from sftlib.report import resolve_path, write_json_atomic
 from sftlib.sweep import NOT_THE_RECIPE, config_id
 
@@ -216,11 +217,14 @@ def shown_value(key: str, value: Any, short: bool) -> Any:
 def config_labels(configs: dict[str, dict[str, Any]]) -> dict[str, str]:
     """Config id -> label from the keys that differ ("lr=0.0001, schedule=cosine").
 
-    Paths are shown by their last part (a teacher's run id, a file name) when that still tells
-    every config apart; otherwise in full."""
+    Keys that change nothing in a config (`config.inert_options`: a distillation weight
+    without a teacher) are left out of its label, and paths are shown by their last part (a
+    teacher's run id, a file name), each only while the labels still tell every config apart;
+    otherwise in full."""
     keys = differing_keys(list(configs.values()))
-    for short in (True, False):
-        labels = {gid: ", ".join(f"{k}={shown_value(k, c.get(k), short)}" for k in keys)
+    for drop_inert, short in ((True, True), (True, False), (False, True), (False, False)):
+        labels = {gid: ", ".join(f"{k}={shown_value(k, c.get(k), short)}" for k in keys
+                                 if not (drop_inert and k in inert_options(c)))
                   or "the one config" for gid, c in configs.items()}
         if len(set(labels.values())) == len(labels):
             break

@@ -430,6 +430,18 @@ DISTILL_OPTIONS = ("distill_weight", "distill_temperature", "distill_augment")
 MAX_DISTILL_AUGMENT = 16  # copies per text: each one a full pass of extra training
 
 
+def inert_options(values: dict[str, Any]) -> set[str]:
+    """The keys of a config (RunConfig fields as a dict, as manifests hold them) that change
+    nothing given the others: the distillation knobs without a teacher, ema_decay without
+    weight_averaging=ema. What a comparison's labels leave out."""
+    inert = set()
+    if values.get("teacher") is None:
+        inert |= set(DISTILL_OPTIONS)
+    if values.get("weight_averaging", "none") != "ema":
+        inert.add("ema_decay")
+    return inert
+
+
 def _validate_distillation(cfg: RunConfig) -> None:
     """The soft-label knobs: a weight in [0, 1], a positive temperature, and a teacher."""
     _in_range(cfg, "distill_weight", 0, 1, why=" (the share of the soft-label loss)")

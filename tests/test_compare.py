@@ -184,3 +184,18 @@ def test_a_teacher_run_is_labelled_by_its_run_id_unless_that_is_ambiguous():
     # only the keys that hold paths are shortened
     assert compare.config_labels({"a": {"schedule": "hf:a/b"}, "b": {"schedule": "linear"}}) \
         == {"a": "schedule=hf:a/b", "b": "schedule=linear"}
+
+
+def test_labels_leave_out_what_changes_nothing_in_that_config():
+    # the default's distill_weight (no teacher) and ema_decay (no EMA) act on nothing
+    default = {"teacher": None, "distill_weight": 0.5, "pooling": "cls",
+               "weight_averaging": "none", "ema_decay": 0.999}
+    distilled = {**default, "teacher": "runs/t1", "distill_weight": 0.8, "pooling": "mean"}
+    ema = {**default, "weight_averaging": "ema", "ema_decay": 0.99}
+    assert compare.config_labels({"d": default, "s": distilled, "e": ema}) == {
+        "d": "pooling=cls, teacher=None, weight_averaging=none",
+        "s": "distill_weight=0.8, pooling=mean, teacher=t1, weight_averaging=none",
+        "e": "ema_decay=0.99, pooling=cls, teacher=None, weight_averaging=ema"}
+    # configs told apart by an inert key alone (older manifests) keep it in their labels
+    assert compare.config_labels({"a": default, "b": {**default, "distill_weight": 0.7}}) == {
+        "a": "distill_weight=0.5", "b": "distill_weight=0.7"}
