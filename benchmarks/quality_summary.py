@@ -38,6 +38,7 @@ STUDIES = (
     Study("sweep_ema", "an exponential moving average of the weights (0.999)"),
     Study("sweep_distill", "distillation from a fine-tuned mpnet-base (w 0.5, T 2)"),
     Study("sweep_mean_distill", "mean pooling and distillation (w 0.8, T 2) together"),
+    Study("sweep_mean_3ep", "mean pooling, trained 3 epochs instead of 2"),
 )
 TEACHER_STUDY = "sweep_mpnet"  # the teacher recipe: mpnet-base fine-tuned, 3 seeds
 # the targets (validation accuracy, mean of 3 seeds)
