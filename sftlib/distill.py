@@ -269,7 +269,8 @@ def teacher_scores(cfg: Any, dataset, splits: tuple[str, ...] = ("validation", "
                          **get_task(cfg.task).compute_metrics((logits, labels))}
     return {"path": info["path"], "sha256": info["sha256"], "max_length": info["max_length"],
             "distill_weight": cfg.distill_weight,
-            "distill_temperature": cfg.distill_temperature, **record}
+            "distill_temperature": cfg.distill_temperature,
+            "distill_augment": cfg.distill_augment, **record}
 
 
 def teacher_vs_student(teacher: dict[str, Any], student: dict[str, dict[str, float]],

@@ -280,6 +280,7 @@ def test_teacher_logits_are_computed_once_cached_and_scored(tiny_model_folder, t
     teacher_scores = distill.record_teacher_scores(cfg, run.dataset, report, log=lambda _m: None)
     recorded = json.loads((tmp_path / "run" / "metrics.json").read_text())["teacher"]
     assert recorded["path"] == str(teacher) and recorded["max_length"] == 64
+    assert (recorded["distill_weight"], recorded["distill_augment"]) == (0.6, 0)
     assert recorded["sha256"] == distill.teacher_sha256(teacher)
     test_predictions = Predictor(teacher).logits(run.dataset["test"]["text"]).argmax(1)
     assert len(test_predictions) == 16 and recorded["test"]["accuracy"] == pytest.approx(
