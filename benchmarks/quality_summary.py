@@ -40,6 +40,9 @@ STUDIES = (
     Study("sweep_mean_distill", "mean pooling and distillation (w 0.8, T 2) together"),
     Study("sweep_mean_3ep", "mean pooling, trained 3 epochs instead of 2"),
 )
+# options against each other rather than against the default: the best config's pooled
+# verdict over the other, as the study's README gives it
+HEAD_TO_HEAD: tuple[Study, ...] = ()
 TEACHER_STUDY = "sweep_mpnet"  # the teacher recipe: mpnet-base fine-tuned, 3 seeds
 # the issue's targets (validation accuracy, mean of 3 seeds)
 TARGET_DEFAULT = 0.86
@@ -123,8 +126,34 @@ def _verdict(test: dict[str, Any] | None) -> str:
             f"{test['low'] * 100:+.2f} to {test['high'] * 100:+.2f}, p = {test['p']:.2f})")
 
 
+def head_to_head_lines(benchmarks: Path, studies: tuple[Study, ...]) -> list[str]:
+    """One line per committed head-to-head study: the config ranked first on validation
+    against each other one, means and the pooled verdict."""
+    lines = []
+    for study in studies:
+        comparison = load(benchmarks / study.folder)
+        if comparison is None:
+            continue
+        best = comparison["best"]
+        for other in comparison["ranking"][1:]:
+            record = pooled_test(comparison, other, "validation")
+            test = None if record is None else {
+                "verdict": record["verdict"], "difference": record["difference"],
+                "low": record["low"], "high": record["high"], "p": record["p_value"]}
+            lines.append(
+                f"- [{study.folder}]({study.folder}/README.md), {study.what}: `{best}` "
+                f"({_cell(mean_std(comparison, best, 'validation'))}) ranked first on "
+                f"validation, against `{other}` "
+                f"({_cell(mean_std(comparison, other, 'validation'))}): "
+                f"{_verdict(test) or 'no paired test'}; test "
+                f"{_cell(mean_std(comparison, best, 'test'))} against "
+                f"{_cell(mean_std(comparison, other, 'test'))}.")
+    return lines
+
+
 def summary(benchmarks: Path = BENCHMARKS, studies: tuple[Study, ...] = STUDIES,
-            teacher_study: str = TEACHER_STUDY) -> str:
+            teacher_study: str = TEACHER_STUDY,
+            head_to_head: tuple[Study, ...] = HEAD_TO_HEAD) -> str:
     lines = ["# Model quality: the recipe options against the default, and the targets", "",
              "Written by `python -m benchmarks.quality_summary` from the committed studies "
              "(each link: its commands, machine, per-seed tables and the comparison notebook). "
@@ -158,6 +187,9 @@ def summary(benchmarks: Path = BENCHMARKS, studies: tuple[Study, ...] = STUDIES,
             teacher = config.get("teacher")
             if teacher:
                 distilled.append((study, row, teacher))
+    versus = head_to_head_lines(benchmarks, head_to_head)
+    if versus:
+        lines += ["", "## Options against each other", "", *versus]
     lines += ["", "## The targets", ""]
     if defaults:
         seen = sorted({round(value, 4) for value in defaults})

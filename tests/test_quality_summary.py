@@ -49,9 +49,19 @@ def test_summary_signs_differences_finds_the_teachers_run_and_judges_targets(tmp
     (tmp_path / "sweep_mpnet" / "runs.csv").write_text(
         "run,config,seed,validation_accuracy,test_accuracy,training_runtime_s,run_s\n"
         "20261204-1-aaaaaa,one,42,0.89,0.88,600,650\n")
+    write_study(tmp_path / "sweep_more",  # two options, neither the default
+                {"k=2": ({"distill_augment": 2}, summary_row(0.86, 0.85)),
+                 "k=0": ({"distill_augment": 0}, summary_row(0.85, 0.845))},
+                ["k=2", "k=0"],
+                {"validation": [pooled("k=0", 0.01, "better than")], "test": []})
     studies = (Study("sweep_llrd", "LLRD"), Study("sweep_distill", "KD"),
                Study("sweep_missing", "not run"))
-    text = quality_summary.summary(tmp_path, studies, "sweep_mpnet")
+    text = quality_summary.summary(tmp_path, studies, "sweep_mpnet",
+                                   (Study("sweep_more", "copies"),))
+    assert ("- [sweep_more](sweep_more/README.md), copies: `k=2` (0.8600 ± 0.0040) ranked "
+            "first on validation, against `k=0` (0.8500 ± 0.0040): better than (+1.00 points, "
+            "+0.00 to +2.00, p = 0.20); test 0.8500 ± 0.0020 against 0.8450 ± 0.0020.") in text
+    assert text.index("## Options against each other") < text.index("## The targets")
 
     llrd = next(line for line in text.splitlines() if "LLRD" in line)
     assert "worse than (-1.00 points, -2.00 to +0.00" in llrd
