@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from sftlib import significance
-from sftlib.config import inert_options
+from sftlib.config import inert_options, with_defaults
 from sftlib.report import resolve_path, write_json_atomic
 from sftlib.sweep import NOT_THE_RECIPE, config_id
 
@@ -156,7 +156,7 @@ def collect_runs(paths: Iterable[str | Path]) -> tuple[list[RunRecord], list[dic
                 continue
             metrics_path = folder / "metrics.json"
             metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-            runs.append(RunRecord(folder, manifest.get("config", {}), metrics,
+            runs.append(RunRecord(folder, with_defaults(manifest.get("config", {})), metrics,
                                   str(manifest.get("started_utc", ""))))
     runs, duplicates = newest_per_seed(runs)
     skipped += duplicates

@@ -430,6 +430,15 @@ DISTILL_OPTIONS = ("distill_weight", "distill_temperature", "distill_augment")
 MAX_DISTILL_AUGMENT = 16  # copies per text: each one a full pass of extra training
 
 
+def with_defaults(values: dict[str, Any]) -> dict[str, Any]:
+    """A saved config (a manifest's) completed with RunConfig's defaults for the fields it
+    lacks: a run made before an option existed ran as its default does (new options keep the
+    old behaviour by default), so it compares and groups with runs that record the default."""
+    defaults = {f.name: f.default for f in dataclasses.fields(RunConfig)
+                if f.default is not dataclasses.MISSING}
+    return {**defaults, **values}
+
+
 def inert_options(values: dict[str, Any]) -> set[str]:
     """The keys of a config (RunConfig fields as a dict, as manifests hold them) that change
     nothing given the others: the distillation knobs without a teacher, ema_decay without
@@ -474,7 +483,8 @@ LORA_OPTIONS = ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules")
 
 
 def _changed(cfg: RunConfig, keys: tuple[str, ...]) -> list[str]:
-    defaults = {f.name: f.default for f in dataclasses.fields(RunConfig)}
+    defaults = {f.name: f.default for f in dataclasses.fields(RunConfig)
+                if f.default is not dataclasses.MISSING}
     return [key for key in keys if getattr(cfg, key) != defaults[key]]
 
 

@@ -199,3 +199,16 @@ def test_labels_leave_out_what_changes_nothing_in_that_config():
     # configs told apart by an inert key alone (older manifests) keep it in their labels
     assert compare.config_labels({"a": default, "b": {**default, "distill_weight": 0.7}}) == {
         "a": "distill_weight=0.5", "b": "distill_weight=0.7"}
+
+
+def test_a_run_older_than_an_option_groups_with_runs_that_record_its_default(tmp_path):
+    # two seeds of one recipe; the older manifest predates distill_augment (no such key)
+    old = write_run(tmp_path / "old", {"validation": correctness(1, 0.8)}, seed=42)
+    manifest = json.loads((old / "manifest.json").read_text())
+    del manifest["config"]["distill_augment"]
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    write_run(tmp_path / "new", {"validation": correctness(2, 0.8)}, seed=43)
+    write_run(tmp_path / "other", {"validation": correctness(3, 0.8)}, seed=42, lr=3e-5)
+    result = compare.compare(CompareConfig(runs=[str(tmp_path)], bootstrap_resamples=100))
+    assert {label: [run.name for run in runs] for label, runs in result.groups.items()} == {
+        "lr=0.0001": ["old", "new"], "lr=3e-05": ["other"]}
