@@ -434,9 +434,13 @@ def with_defaults(values: dict[str, Any]) -> dict[str, Any]:
     """A saved config (a manifest's) completed with RunConfig's defaults for the fields it
     lacks: a run made before an option existed ran as its default does (new options keep the
     old behaviour by default), so it compares and groups with runs that record the default."""
-    defaults = {f.name: f.default for f in dataclasses.fields(RunConfig)
-                if f.default is not dataclasses.MISSING}
-    return {**defaults, **values}
+    return {**field_defaults(), **values}
+
+
+def field_defaults() -> dict[str, Any]:
+    """RunConfig's fields and their default values."""
+    return {f.name: f.default for f in dataclasses.fields(RunConfig)
+            if f.default is not dataclasses.MISSING}
 
 
 def inert_options(values: dict[str, Any]) -> set[str]:
@@ -483,8 +487,7 @@ LORA_OPTIONS = ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules")
 
 
 def _changed(cfg: RunConfig, keys: tuple[str, ...]) -> list[str]:
-    defaults = {f.name: f.default for f in dataclasses.fields(RunConfig)
-                if f.default is not dataclasses.MISSING}
+    defaults = field_defaults()
     return [key for key in keys if getattr(cfg, key) != defaults[key]]
 
 

@@ -202,8 +202,7 @@ def transfer_rows(cfg: Any, train, tokenizer, max_length: int):
     return copies, encoded
 
 
-def add_teacher_logits(cfg: Any, dataset, tokenized, log=print, tokenizer=None,
-                       max_length: int | None = None):
+def add_teacher_logits(cfg: Any, dataset, tokenized, tokenizer, max_length: int, log=print):
     """The tokenized splits with the teacher's logits of every train text as the
     `teacher_logits` column (train only: evaluation stays plain cross-entropy); with
     `distill_augment`, the train split's perturbed copies appended (tokenized with
@@ -218,7 +217,9 @@ def add_teacher_logits(cfg: Any, dataset, tokenized, log=print, tokenizer=None,
         copies, encoded = transfer_rows(cfg, dataset["train"], tokenizer, max_length)
         copy_logits, _ = cached_logits(folder, list(copies["text"]), cfg.eval_batch_size, log)
         encoded = encoded.add_column(TEACHER_COLUMN, copy_logits.tolist())
-        # a ClassLabel column cannot hold NO_GOLD_LABEL: the ids as plain integers
+        # a ClassLabel column cannot hold NO_GOLD_LABEL: the ids as plain integers; columns
+        # the copies lack (a hub dataset's idx) are no model input
+        train = train.select_columns(encoded.column_names)
         train = train.cast_column("label", datasets.Value("int64"))
         train = datasets.concatenate_datasets([train, encoded.cast(train.features)])
         log(f"[distill] transfer set: {len(texts)} train texts and {len(copies)} perturbed "

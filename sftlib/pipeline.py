@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import ast
 import contextlib
-import dataclasses
 import json
 import logging
 import os
@@ -35,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from sftlib import assets, html_report
-from sftlib.config import RunConfig
+from sftlib.config import RunConfig, field_defaults
 from sftlib.metrics_log import HEADLESS_ENV, read_records
 from sftlib.report import Report, new_run_dir, project_root, write_json_atomic
 from sftlib.tasks import get_task
@@ -190,7 +189,7 @@ def notebook_parameters(cfg: RunConfig, source: Path, root: Path) -> dict[str, A
     nb = nbformat.read(source, as_version=4)
     cell = next((c for c in nb.cells if c.cell_type == "code"
                  and "parameters" in c.metadata.get("tags", [])), None)
-    own = {field.name: field.default for field in dataclasses.fields(RunConfig)}
+    own = field_defaults()
     own["task"] = cfg.task  # RunConfig.for_notebook: the notebook's folder sets the task
     for node in ast.parse(cell.source).body if cell is not None else []:
         if isinstance(node, ast.Assign):

@@ -205,8 +205,8 @@ class ClassificationTask:
         max_length = tokens.resolve_max_length(cfg.max_length, tokenizer, dataset)
         tokenized = tokens.tokenize_splits(dataset, tokenizer, max_length)
         if cfg.teacher is not None:
-            tokenized = distill.add_teacher_logits(cfg, dataset, tokenized, log, tokenizer,
-                                                   max_length)
+            tokenized = distill.add_teacher_logits(cfg, dataset, tokenized, tokenizer,
+                                                   max_length, log)
         return max_length, tokenized
 
     def build_model(self, cfg: Any, dataset: datasets.DatasetDict, hardware: Any, log: Log):
