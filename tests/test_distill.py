@@ -227,14 +227,16 @@ class TeacherForwardCounter:
         self.handle.remove()
 
 
-def train_counting_teacher_rows(cfg, folder, teacher):
-    """A tiny run prepared and trained in `folder`; with the rows the teacher read meanwhile."""
+def distilled_tiny_run(base, teacher_run, folder, **options):
+    """A tiny run distilled from `teacher_run`, prepared and trained in `folder`: its config,
+    the run, Trainer's output and the rows the teacher read meanwhile."""
     from sftlib import train
 
-    with TeacherForwardCounter(teacher) as counter:
+    cfg = RunConfig(**TINY_DISTILL, model=str(base), teacher=str(teacher_run), **options)
+    with TeacherForwardCounter(teacher_run / "model") as counter:
         run = train.prepare_training(cfg, folder, notebook=False, log_fn=lambda _m: None)
         output = run.trainer.train()
-    return run, output, counter.rows
+    return cfg, run, output, counter.rows
 
 
 @pytest.mark.slow
@@ -245,9 +247,8 @@ def test_teacher_logits_are_computed_once_cached_and_scored(tiny_model_folder, t
     from sftlib.report import Report
 
     teacher = teacher_run / "model"
-    cfg = RunConfig(**TINY_DISTILL, model=str(tiny_model_folder), teacher=str(teacher_run),
-                    distill_weight=0.6, distill_temperature=3.0)
-    run, output, read = train_counting_teacher_rows(cfg, tmp_path / "run", teacher)  # 2 epochs
+    cfg, run, output, read = distilled_tiny_run(tiny_model_folder, teacher_run, tmp_path / "run",
+                                                distill_weight=0.6, distill_temperature=3.0)
     assert output.global_step == 4 and read == 32  # each train text once, not per epoch
     assert len(list(logits_cache.glob("*.npy"))) == 1
 
@@ -300,9 +301,8 @@ def test_a_transfer_set_adds_copies_the_teacher_labels_once(tiny_model_folder, t
     from sftlib.deploy import Predictor
 
     teacher = teacher_run / "model"
-    cfg = RunConfig(**TINY_DISTILL, model=str(tiny_model_folder), teacher=str(teacher_run),
-                    distill_augment=2, distill_weight=0.6)
-    run, output, read = train_counting_teacher_rows(cfg, tmp_path / "run", teacher)
+    cfg, run, output, read = distilled_tiny_run(tiny_model_folder, teacher_run, tmp_path / "run",
+                                                distill_augment=2, distill_weight=0.6)
     rows = run.tokenized["train"]
     texts = list(run.dataset["train"]["text"])
     copies = distill.augment_texts(texts, 2, cfg.seed)
