@@ -70,7 +70,8 @@ class ConfigError(ValueError):
 
 @dataclass
 class RunConfig:
-    """Every knob of a run. Each default has a one-line reason."""
+    """Every knob of a run. Each default has a one-line reason; a new field's default is what
+    runs did before it existed (`with_defaults` reads older manifests that way)."""
 
     # --- what to train
     task: str = "classification"  # classification | instruction (configs/instruction.yaml)
@@ -432,8 +433,9 @@ MAX_DISTILL_AUGMENT = 16  # copies per text: each one a full pass of extra train
 
 def with_defaults(values: dict[str, Any]) -> dict[str, Any]:
     """A saved config (a manifest's) completed with RunConfig's defaults for the fields it
-    lacks: a run made before an option existed ran as its default does (new options keep the
-    old behaviour by default), so it compares and groups with runs that record the default."""
+    lacks: a run made before an option existed ran as its default does, so it compares and
+    groups with runs that record the default. That holds because a new RunConfig field must
+    default to what runs did before it existed (a rule for whoever adds one)."""
     return {**field_defaults(), **values}
 
 

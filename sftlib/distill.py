@@ -29,7 +29,9 @@ so each train text also yields k perturbed copies (`augment_texts`, after Tang e
 0.25 a random n-gram of the text (n from 1 to 5: short phrases, like the phrase-level labels of
 SST), else the text with each word dropped with probability 0.1. The copies are drawn from the
 run's seed; their label is -100 (no gold label) and their loss is the soft term alone,
-`T^2 * KL`, at full weight: an example's loss always weighs 1, a gold row's split as above.
+`T^2 * KL`, at full weight: an example's loss always weighs 1, a gold row's split as above
+(so `distill_weight` shares the gold rows' loss only; at 0 the copies still learn from the
+teacher). The training loss and samples/s that metrics.json reports count the copies too.
 Each copy adds a pass's worth of training steps; the teacher labels each seed's copies once.
 
 Not supported: hub ids as teachers (give a local folder), a teacher of the instruction task,
@@ -271,7 +273,8 @@ def teacher_scores(cfg: Any, dataset, splits: tuple[str, ...] = ("validation", "
     return {"path": info["path"], "sha256": info["sha256"], "max_length": info["max_length"],
             "distill_weight": cfg.distill_weight,
             "distill_temperature": cfg.distill_temperature,
-            "distill_augment": cfg.distill_augment, **record}
+            "distill_augment": cfg.distill_augment,
+            "transfer_copies": cfg.distill_augment * len(dataset["train"]), **record}
 
 
 def teacher_vs_student(teacher: dict[str, Any], student: dict[str, dict[str, float]],

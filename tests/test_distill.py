@@ -281,7 +281,8 @@ def test_teacher_logits_are_computed_once_cached_and_scored(tiny_model_folder, t
     teacher_scores = distill.record_teacher_scores(cfg, run.dataset, report, log=lambda _m: None)
     recorded = json.loads((tmp_path / "run" / "metrics.json").read_text())["teacher"]
     assert recorded["path"] == str(teacher) and recorded["max_length"] == 64
-    assert (recorded["distill_weight"], recorded["distill_augment"]) == (0.6, 0)
+    assert (recorded["distill_weight"], recorded["distill_augment"],
+            recorded["transfer_copies"]) == (0.6, 0, 0)
     assert recorded["sha256"] == distill.teacher_sha256(teacher)
     test_predictions = Predictor(teacher).logits(run.dataset["test"]["text"]).argmax(1)
     assert len(test_predictions) == 16 and recorded["test"]["accuracy"] == pytest.approx(
@@ -301,8 +302,10 @@ def test_a_transfer_set_adds_copies_the_teacher_labels_once(tiny_model_folder, t
     from sftlib.deploy import Predictor
 
     teacher = teacher_run / "model"
+    # as the measured recipe: mean pooling; and two accumulated batches a step
     cfg, run, output, read = distilled_tiny_run(tiny_model_folder, teacher_run, tmp_path / "run",
-                                                distill_augment=2, distill_weight=0.6)
+                                                distill_augment=2, distill_weight=0.6,
+                                                pooling="mean", grad_accum_steps=2)
     rows = run.tokenized["train"]
     texts = list(run.dataset["train"]["text"])
     copies = distill.augment_texts(texts, 2, cfg.seed)
@@ -311,7 +314,7 @@ def test_a_transfer_set_adds_copies_the_teacher_labels_once(tiny_model_folder, t
     assert rows["label"][:32] == list(run.dataset["train"]["label"])
     assert np.allclose(rows[distill.TEACHER_COLUMN][32:], Predictor(teacher).logits(copies),
                        atol=1e-6)
-    assert output.global_step == 2 * 96 // 16  # the copies are trained on: 96 rows an epoch
+    assert output.global_step == 2 * 96 // 32  # the copies are trained on: 96 rows an epoch
     assert np.isfinite(output.training_loss)
     # the validation and test splits are not augmented
     assert len(run.tokenized["validation"]) == len(run.dataset["validation"])
