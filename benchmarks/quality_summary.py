@@ -47,6 +47,8 @@ STUDIES = (
 HEAD_TO_HEAD = (
     Study("sweep_augment", "the transfer set (2 perturbed copies of each text) against none, "
           "both with mean pooling and distillation (w 0.8, T 2) from the same teacher"),
+    Study("sweep_augment_steps", "the transfer set (2 copies, 2 epochs) against as many "
+          "optimizer steps without it (6 epochs), the same recipe otherwise"),
 )
 TEACHER_STUDY = "sweep_mpnet"  # the teacher recipe: mpnet-base fine-tuned, 3 seeds
 # the targets (validation accuracy, mean of 3 seeds)
