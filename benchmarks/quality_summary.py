@@ -93,15 +93,20 @@ def option_row(comparison: dict[str, Any], option: str, baseline: str) -> dict[s
         best_is_option = comparison["best"] == option
         record = pooled_test(comparison, baseline if best_is_option else option, split)
         if record is not None:
-            sign = 1 if best_is_option else -1
-            # + 0.0: a flipped zero prints as +0.00, not -0.00
-            low, high = sorted((sign * record["low"] + 0.0, sign * record["high"] + 0.0))
-            verdict = record["verdict"]
-            if not best_is_option and verdict == "better than":
-                verdict = "worse than"
-            row[f"{split}_test"] = {"difference": sign * record["difference"], "low": low,
-                                    "high": high, "p": record["p_value"], "verdict": verdict}
+            row[f"{split}_test"] = signed_test(record, 1 if best_is_option else -1)
     return row
+
+
+def signed_test(record: dict[str, Any], sign: int = 1) -> dict[str, Any]:
+    """A pooled test record as shown: the difference, its interval and verdict seen from the
+    other side when `sign` is -1 (the best config's "better than" is the other's "worse than")."""
+    # + 0.0: a flipped zero prints as +0.00, not -0.00
+    low, high = sorted((sign * record["low"] + 0.0, sign * record["high"] + 0.0))
+    verdict = record["verdict"]
+    if sign < 0 and verdict == "better than":
+        verdict = "worse than"
+    return {"difference": sign * record["difference"], "low": low, "high": high,
+            "p": record["p_value"], "verdict": verdict}
 
 
 def teacher_scores(teacher_path: str, teacher_study: Path) -> tuple[float, str] | None:
@@ -148,9 +153,7 @@ def head_to_head_lines(benchmarks: Path, studies: tuple[Study, ...]) -> list[str
         best = comparison["best"]
         for other in comparison["ranking"][1:]:
             record = pooled_test(comparison, other, "validation")
-            test = None if record is None else {
-                "verdict": record["verdict"], "difference": record["difference"],
-                "low": record["low"], "high": record["high"], "p": record["p_value"]}
+            test = None if record is None else signed_test(record)
             lines.append(
                 f"- [{study.folder}]({study.folder}/README.md), {study.what}: `{best}` "
                 f"({_cell(mean_std(comparison, best, 'validation'))}) ranked first on "
