@@ -18,7 +18,9 @@ Its logits are computed once per example, from the raw texts with the teacher's 
 and max_length (the student may tokenize differently), through `sftlib.deploy.Predictor`
 (eval mode, no grad, batches sorted by length), and cached on disk (`cached_logits`): keyed by
 the teacher's files (sha256), the texts and the max length, under `<sftlib cache>/teacher-logits/`
-(SFTLIB_CACHE moves it), so epochs, a second run and a sweep's other seeds reuse them. The
+(SFTLIB_CACHE moves it), so epochs, a second run and a sweep's other seeds reuse them; one
+process computes a missing entry (a lock file) while the others (torchrun's ranks, concurrent
+runs) wait and read it, and under torchrun it runs on the rank's own GPU. The
 train split carries them as the `teacher_logits` column through Trainer to `compute_loss`.
 The teacher's own validation / test scores (`teacher_scores`, cached the same way) go into
 metrics.json and into notebook 03's teacher-vs-student table.
@@ -137,32 +139,76 @@ def cached_logits(folder: Path, texts: list[str], batch_size: int = 64,
     """The teacher's logits for `texts` (rows in their order) and where they came from.
 
     Read from the cache when present; else computed once with `Predictor` and written
-    atomically (a temporary file renamed), so concurrent runs of a sweep never read half a
-    file: two that miss at once compute the same array and the last rename wins."""
-    from sftlib.deploy import Predictor, trained_max_length
+    atomically (a temporary file renamed). A lock file beside the entry makes one process
+    compute it: the other ranks of a torchrun job, or a sweep's concurrent runs, wait for it
+    and then read the cache, instead of each computing the same array (on one GPU)."""
+    from filelock import FileLock, Timeout
+
+    from sftlib.deploy import trained_max_length
 
     sha = teacher_sha256(folder)
     max_length = trained_max_length(folder)  # what Predictor uses
     path = cache_dir() / f"{cache_key(sha, texts, max_length)}.npy"
     info = {"path": str(folder), "sha256": sha, "max_length": max_length, "cache": str(path)}
-    if path.is_file():
+    logits = _read_cached(path, len(texts))
+    if logits is None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(f"{path}.lock")
         try:
-            logits = np.load(path)
-        except (OSError, ValueError):  # unreadable (a disk error): computed again below
-            logits = np.empty((0, 0))
-        if logits.ndim == 2 and logits.shape[0] == len(texts):
-            log(f"[distill] teacher logits for {len(texts)} texts read from the cache {path}")
-            return logits, {**info, "cached": True}
-    predictor = Predictor(folder, batch_size=batch_size, max_length=max_length)
+            lock.acquire(timeout=0)
+        except Timeout:
+            log(f"[distill] another process is computing the teacher logits for {len(texts)} "
+                f"texts ({path}); waiting for it")
+            lock.acquire()
+        try:
+            logits = _read_cached(path, len(texts))  # written while this one waited
+            if logits is None:
+                logits, device = _compute_logits(folder, texts, batch_size, max_length, path)
+                log(f"[distill] teacher logits for {len(texts)} texts computed on {device}, "
+                    f"cached in {path}")
+                return logits, {**info, "cached": False}
+        finally:
+            lock.release()
+    log(f"[distill] teacher logits for {len(texts)} texts read from the cache {path}")
+    return logits, {**info, "cached": True}
+
+
+def _read_cached(path: Path, rows: int) -> np.ndarray | None:
+    """The cached array at `path` if it is there, readable and has `rows` rows."""
+    if not path.is_file():
+        return None
+    try:
+        logits = np.load(path)
+    except (OSError, ValueError):  # unreadable (a disk error): computed again
+        return None
+    return logits if logits.ndim == 2 and logits.shape[0] == rows else None
+
+
+def _compute_logits(folder: Path, texts: list[str], batch_size: int, max_length: int,
+                    path: Path) -> tuple[np.ndarray, str]:
+    """The teacher's logits for `texts`, saved to `path` atomically, and the device they
+    ran on."""
+    from sftlib.deploy import Predictor
+
+    predictor = Predictor(folder, batch_size=batch_size, max_length=max_length,
+                          device=_rank_device())
     logits = predictor.logits(list(texts))
-    path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npy.tmp", delete=False) as tmp:
         np.save(tmp, logits)
     os.replace(tmp.name, path)
     match_umask(path)  # a temporary file is created 0600, whatever the umask says
-    log(f"[distill] teacher logits for {len(texts)} texts computed on {predictor.device}, "
-        f"cached in {path}")
-    return logits, {**info, "cached": False}
+    return logits, predictor.device
+
+
+def _rank_device() -> str | None:
+    """This process's own GPU under torchrun (LOCAL_RANK), where Trainer will put its
+    model; None (Predictor's default) otherwise."""
+    import torch
+
+    local_rank = os.environ.get("LOCAL_RANK")
+    if local_rank is None or not torch.cuda.is_available():
+        return None
+    return f"cuda:{int(local_rank)}"
 
 
 NO_GOLD_LABEL = -100  # a transfer-set copy's label: the soft term alone teaches it

@@ -324,3 +324,52 @@ def test_a_transfer_set_adds_copies_the_teacher_labels_once(tiny_model_folder, t
                                log_fn=lambda _m: None)
     assert counter.rows == 64
 
+
+
+LABELLING_RANK = """
+import hashlib, sys, time
+from pathlib import Path
+from sftlib import distill
+teacher, ready, go = (Path(arg) for arg in sys.argv[1:4])
+texts = [f"review {i}: " + "a fine film, " * (i % 20) for i in range(4000)]
+ready.touch()
+while not go.exists():  # both ranks ask for the logits at the same moment
+    time.sleep(0.002)
+logits, info = distill.cached_logits(teacher, texts, log=lambda message: print(message))
+print("array", hashlib.sha256(logits.tobytes()).hexdigest(), "cached", info["cached"])
+"""
+
+
+@pytest.mark.slow
+def test_two_ranks_missing_the_cache_at_once_compute_the_logits_once(teacher_run, tmp_path):
+    """torchrun's ranks (or a sweep's concurrent runs) miss the cache together: one computes,
+    the other waits for it and reads the cache."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    go = tmp_path / "go"
+    env = {**os.environ, "SFTLIB_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    ranks = [subprocess.Popen([sys.executable, "-c", LABELLING_RANK, str(teacher_run / "model"),
+                               str(tmp_path / f"ready{rank}"), str(go)],
+                              env={**env, "LOCAL_RANK": str(rank), "RANK": str(rank)},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for rank in (0, 1)]
+    deadline = time.monotonic() + 120
+    while not all((tmp_path / f"ready{rank}").exists() for rank in (0, 1)):
+        assert time.monotonic() < deadline and all(p.poll() is None for p in ranks), \
+            [p.communicate() for p in ranks]
+        time.sleep(0.01)
+    go.touch()
+    outputs = [p.communicate(timeout=300) for p in ranks]
+    assert all(p.returncode == 0 for p in ranks), outputs
+    logs = [out for out, _err in outputs]
+    computed = [log for log in logs if "computed on cpu" in log]
+    waited = [log for log in logs if "another process is computing" in log]
+    assert len(computed) == 1 and len(waited) == 1, logs
+    assert "read from the cache" in waited[0]
+    arrays = {line for log in logs for line in log.splitlines() if line.startswith("array")}
+    assert len(arrays) == 2 and {line.split()[-1] for line in arrays} == {"True", "False"}
+    assert len({line.split()[1] for line in arrays}) == 1  # the same logits in both ranks
+    assert len(list((tmp_path / "cache" / "teacher-logits").glob("*.npy"))) == 1
