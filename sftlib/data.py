@@ -391,9 +391,14 @@ Source = datasets.DatasetDict | dict[str, pd.DataFrame] | pd.DataFrame
 
 
 def label_names(dd: datasets.DatasetDict) -> list[str]:
-    """The ClassLabel names; [] for data without labels (instruction data)."""
-    feature = next(iter(dd.values())).features.get("label")
-    return feature.names if isinstance(feature, datasets.ClassLabel) else []
+    """The ClassLabel names of the first split that has them; [] for data without labels
+    (instruction data). A transfer-set run's tokenized train split holds plain integer
+    labels (a copy's -100 is no class), its evaluation splits still the ClassLabel."""
+    for split in dd.values():
+        feature = split.features.get("label")
+        if isinstance(feature, datasets.ClassLabel):
+            return feature.names
+    return []
 
 
 def rows_frame(source: Source) -> pd.DataFrame:

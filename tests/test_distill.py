@@ -298,7 +298,7 @@ def test_teacher_logits_are_computed_once_cached_and_scored(tiny_model_folder, t
 @pytest.mark.slow
 def test_a_transfer_set_adds_copies_the_teacher_labels_once(tiny_model_folder, teacher_run,
                                                             logits_cache, tmp_path):
-    from sftlib import train
+    from sftlib import data, train
     from sftlib.deploy import Predictor
 
     teacher = teacher_run / "model"
@@ -316,8 +316,9 @@ def test_a_transfer_set_adds_copies_the_teacher_labels_once(tiny_model_folder, t
                        atol=1e-6)
     assert output.global_step == 2 * 96 // 32  # the copies are trained on: 96 rows an epoch
     assert np.isfinite(output.training_loss)
-    # the validation and test splits are not augmented
+    # the validation and test splits are not augmented, and still name the classes
     assert len(run.tokenized["validation"]) == len(run.dataset["validation"])
+    assert data.label_names(run.tokenized) == data.label_names(run.dataset) == LABELS
 
     with TeacherForwardCounter(teacher) as counter:  # another seed: new copies, same texts
         train.prepare_training(cfg.replace(seed=7), tmp_path / "run2", notebook=False,
