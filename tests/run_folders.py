@@ -1,6 +1,7 @@
 """Run folders built from chosen numbers (what a finished run leaves: manifest.json,
 metrics.json, metrics.jsonl, predictions/<split>.csv), so the comparison's arithmetic is
-tested against known answers without training."""
+tested against known answers without training; and a tiny classifier saved as a run's model/
+(a teacher for the distillation tests)."""
 
 from __future__ import annotations
 
@@ -42,4 +43,23 @@ def write_run(folder: Path, correct: dict[str, np.ndarray], status: str = "ok",
     (folder / "manifest.json").write_text(json.dumps(
         {"run_id": folder.name, "status": status, "pid": None, "config": cfg.to_dict(),
          "started_utc": datetime.now(UTC).isoformat()}))
+    return folder
+
+
+LABELS = ["rotten", "fresh"]  # rotten-tomatoes, in id order
+
+
+def save_tiny_classifier(base, folder, labels=LABELS):
+    """The tiny random BERT (conftest's tiny_model_folder) with a classification head, saved as
+    a run's model/ is: weights, tokenizer, run_config.json (which gives its max_length)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    torch.manual_seed(1)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        base, num_labels=len(labels), id2label=dict(enumerate(labels)),
+        label2id={name: i for i, name in enumerate(labels)})
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(base).save_pretrained(folder)
+    RunConfig(model=str(base), max_length=64).save(folder / "run_config.json")
     return folder

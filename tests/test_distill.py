@@ -11,29 +11,14 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from run_folders import LABELS, save_tiny_classifier
 
 from sftlib import distill
 from sftlib.config import ConfigError, RunConfig
 
-LABELS = ["rotten", "fresh"]  # rotten-tomatoes, in id order
 TINY_DISTILL = {"train_subset": 32, "eval_subset": 16, "batch_size": 16, "eval_batch_size": 32,
                 "max_length": 64, "epochs": 2.0, "logging_steps": 1, "eval_strategy": "no",
                 "plot_interval_s": 0.0}
-
-
-def save_tiny_classifier(base, folder, labels=LABELS):
-    """The tiny random BERT (conftest's tiny_model_folder) with a classification head, saved as
-    a run's model/ is: weights, tokenizer, run_config.json (which gives its max_length)."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    torch.manual_seed(1)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        base, num_labels=len(labels), id2label=dict(enumerate(labels)),
-        label2id={name: i for i, name in enumerate(labels)})
-    model.save_pretrained(folder)
-    AutoTokenizer.from_pretrained(base).save_pretrained(folder)
-    RunConfig(model=str(base), max_length=64).save(folder / "run_config.json")
-    return folder
 
 
 @pytest.fixture(scope="module")

@@ -91,19 +91,42 @@ def test_resume_refuses_a_changed_config(tmp_path, tiny_model_folder):
         result.stderr
 
 
+def cache_without_teacher_logits(folder: Path) -> Path:
+    """An SFTLIB_CACHE whose assets are the real cache's (linked: nothing fetched again) and
+    whose teacher-logits are empty: a teacher's logits are computed afresh."""
+    from sftlib import assets
+
+    for name in ("minilm-l6", "rotten-tomatoes"):  # fetched before they are linked
+        assets.fetch(name, log=lambda _m: None)
+    folder.mkdir()
+    for entry in assets.cache_dir().iterdir():
+        if entry.name != "teacher-logits":
+            (folder / entry.name).symlink_to(entry)
+    return folder
+
+
 @pytest.mark.slow
 def test_torchrun_two_processes_share_the_data_and_rank0_writes(tmp_path, tiny_model_folder):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = _train_cmd(tmp_path, max_steps=4, model=tiny_model_folder)
+    from run_folders import save_tiny_classifier
+
+    # distilled from a tiny teacher: one rank computes its logits, the other reads them
+    teacher = save_tiny_classifier(tiny_model_folder, tmp_path / "teacher")
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "SFTLIB_CACHE": str(cache_without_teacher_logits(tmp_path / "cache"))}
+    run = tmp_path / "run"
+    command = _train_cmd(run, max_steps=4, model=tiny_model_folder, teacher=teacher)
     command[1:3] = ["-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "sftlib"]
     result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
-    metrics = _metrics(tmp_path)
+    train_texts = "teacher logits for 160 texts"
+    assert result.stdout.count(f"{train_texts} computed on cpu") == 1, result.stdout
+    assert result.stdout.count(f"{train_texts} read from the cache") == 1, result.stdout
+    metrics = _metrics(run)
+    assert metrics["teacher"]["path"] == str(teacher)
     # 4 steps x 8 per process x 2 processes = 64 of 160 rows: epoch 0.4 (one process: 0.2)
     assert metrics["training"]["epochs"] == pytest.approx(0.4)
     assert 0.0 < metrics["validation"]["loss"] < 1.0  # not scaled by the process count
-    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text()
-               .splitlines()]
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     train_steps = [r["step"] for r in records if "loss" in r]
     assert train_steps == sorted(set(train_steps)), "only rank 0 writes the log"
     assert result.stdout.count('"output_dir"') == 1, "only rank 0 prints the result"
