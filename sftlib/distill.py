@@ -19,8 +19,9 @@ and max_length (the student may tokenize differently), through `sftlib.deploy.Pr
 (eval mode, no grad, batches sorted by length), and cached on disk (`cached_logits`): keyed by
 the teacher's files (sha256), the texts and the max length, under `<sftlib cache>/teacher-logits/`
 (SFTLIB_CACHE moves it), so epochs, a second run and a sweep's other seeds reuse them; one
-process computes a missing entry (a lock file) while the others (torchrun's ranks, concurrent
-runs) wait and read it, and under torchrun it runs on the rank's own GPU. The
+process computes a missing entry (an flock on the empty `<entry>.npy.lock` left beside it)
+while the others (torchrun's ranks, concurrent runs) wait and read it, and under torchrun it
+runs on the rank's own GPU. The
 train split carries them as the `teacher_logits` column through Trainer to `compute_loss`.
 The teacher's own validation / test scores (`teacher_scores`, cached the same way) go into
 metrics.json and into notebook 03's teacher-vs-student table.
@@ -44,10 +45,13 @@ tagger and embeddings), and augmentation without a teacher (a copy has no label 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -139,11 +143,9 @@ def cached_logits(folder: Path, texts: list[str], batch_size: int = 64,
     """The teacher's logits for `texts` (rows in their order) and where they came from.
 
     Read from the cache when present; else computed once with `Predictor` and written
-    atomically (a temporary file renamed). A lock file beside the entry makes one process
-    compute it: the other ranks of a torchrun job, or a sweep's concurrent runs, wait for it
-    and then read the cache, instead of each computing the same array (on one GPU)."""
-    from filelock import FileLock, Timeout
-
+    atomically (a temporary file renamed). An flock on `<entry>.lock` makes one process
+    compute a missing entry: the other ranks of a torchrun job, or a sweep's concurrent runs,
+    wait for it and read the cache instead of computing the same array again."""
     from sftlib.deploy import trained_max_length
 
     sha = teacher_sha256(folder)
@@ -153,24 +155,48 @@ def cached_logits(folder: Path, texts: list[str], batch_size: int = 64,
     logits = _read_cached(path, len(texts))
     if logits is None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(f"{path}.lock")
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            log(f"[distill] another process is computing the teacher logits for {len(texts)} "
-                f"texts ({path}); waiting for it")
-            lock.acquire()
-        try:
+        with _computing_alone(Path(f"{path}.lock"), f"{len(texts)} texts", log):
             logits = _read_cached(path, len(texts))  # written while this one waited
             if logits is None:
                 logits, device = _compute_logits(folder, texts, batch_size, max_length, path)
                 log(f"[distill] teacher logits for {len(texts)} texts computed on {device}, "
                     f"cached in {path}")
                 return logits, {**info, "cached": False}
-        finally:
-            lock.release()
     log(f"[distill] teacher logits for {len(texts)} texts read from the cache {path}")
     return logits, {**info, "cached": True}
+
+
+@contextlib.contextmanager
+def _computing_alone(lock_path: Path, what: str, log, poll_s: float = 0.5,
+                     report_s: float = 60.0):
+    """Holds an exclusive flock on `lock_path` (released by the kernel if the process dies),
+    saying while it waits for another holder. Where the lock file cannot be made or locked
+    (a read-only cache, a file system without flock) it goes on unlocked: the lock only
+    saves repeated work, the atomic rename keeps the cache whole."""
+    try:
+        handle = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)  # the umask applies
+    except OSError as error:
+        log(f"[distill] cannot create {lock_path} ({error}); computing without the lock")
+        yield
+        return
+    try:
+        said_at = None
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if said_at is None or time.monotonic() - said_at >= report_s:
+                    log(f"[distill] {'still waiting: ' if said_at else ''}another process is "
+                        f"computing the teacher logits for {what} ({lock_path})")
+                    said_at = time.monotonic()
+                time.sleep(poll_s)
+            except OSError as error:  # no flock here (some network file systems)
+                log(f"[distill] cannot lock {lock_path} ({error}); computing without it")
+                break
+        yield
+    finally:
+        os.close(handle)  # and with it the lock
 
 
 def _read_cached(path: Path, rows: int) -> np.ndarray | None:
@@ -179,7 +205,7 @@ def _read_cached(path: Path, rows: int) -> np.ndarray | None:
         return None
     try:
         logits = np.load(path)
-    except (OSError, ValueError):  # unreadable (a disk error): computed again
+    except (OSError, ValueError, EOFError):  # unreadable or empty: computed again
         return None
     return logits if logits.ndim == 2 and logits.shape[0] == rows else None
 
@@ -208,7 +234,8 @@ def _rank_device() -> str | None:
     local_rank = os.environ.get("LOCAL_RANK")
     if local_rank is None or not torch.cuda.is_available():
         return None
-    return f"cuda:{int(local_rank)}"
+    # a rank that sees only its own GPU (one per task, as some schedulers give) uses it
+    return f"cuda:{int(local_rank)}" if int(local_rank) < torch.cuda.device_count() else None
 
 
 NO_GOLD_LABEL = -100  # a transfer-set copy's label: the soft term alone teaches it

@@ -311,13 +311,17 @@ def test_a_transfer_set_adds_copies_the_teacher_labels_once(tiny_model_folder, t
     assert counter.rows == 64
 
 
-
 LABELLING_RANK = """
 import hashlib, sys, time
 from pathlib import Path
-from sftlib import distill
+from sftlib import deploy, distill
 teacher, ready, go = (Path(arg) for arg in sys.argv[1:4])
-texts = [f"review {i}: " + "a fine film, " * (i % 20) for i in range(4000)]
+texts = [f"review {i}: " + "a fine film, " * (i % 20) for i in range(400)]
+logits = deploy.Predictor.logits
+def slow_logits(self, texts):  # the tiny teacher would be done before the other rank asks
+    time.sleep(3)
+    return logits(self, texts)
+deploy.Predictor.logits = slow_logits
 ready.touch()
 while not go.exists():  # both ranks ask for the logits at the same moment
     time.sleep(0.002)
@@ -336,19 +340,24 @@ def test_two_ranks_missing_the_cache_at_once_compute_the_logits_once(teacher_run
     import time
 
     go = tmp_path / "go"
-    env = {**os.environ, "SFTLIB_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "SFTLIB_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1",
+           "CUDA_VISIBLE_DEVICES": ""}
     ranks = [subprocess.Popen([sys.executable, "-c", LABELLING_RANK, str(teacher_run / "model"),
                                str(tmp_path / f"ready{rank}"), str(go)],
                               env={**env, "LOCAL_RANK": str(rank), "RANK": str(rank)},
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for rank in (0, 1)]
-    deadline = time.monotonic() + 120
-    while not all((tmp_path / f"ready{rank}").exists() for rank in (0, 1)):
-        assert time.monotonic() < deadline and all(p.poll() is None for p in ranks), \
-            [p.communicate() for p in ranks]
-        time.sleep(0.01)
-    go.touch()
-    outputs = [p.communicate(timeout=300) for p in ranks]
+    try:
+        deadline = time.monotonic() + 120
+        while not all((tmp_path / f"ready{rank}").exists() for rank in (0, 1)):
+            assert time.monotonic() < deadline, "the ranks did not start in 2 minutes"
+            assert all(p.poll() is None for p in ranks), "a rank died before it was ready"
+            time.sleep(0.01)
+        go.touch()
+        outputs = [p.communicate(timeout=300) for p in ranks]
+    finally:
+        for p in ranks:
+            p.kill()
     assert all(p.returncode == 0 for p in ranks), outputs
     logs = [out for out, _err in outputs]
     computed = [log for log in logs if "computed on cpu" in log]
@@ -359,3 +368,58 @@ def test_two_ranks_missing_the_cache_at_once_compute_the_logits_once(teacher_run
     assert len(arrays) == 2 and {line.split()[-1] for line in arrays} == {"True", "False"}
     assert len({line.split()[1] for line in arrays}) == 1  # the same logits in both ranks
     assert len(list((tmp_path / "cache" / "teacher-logits").glob("*.npy"))) == 1
+
+
+def test_a_waiting_process_says_so_and_goes_on_once_the_holder_is_done(tmp_path):
+    import fcntl
+    import os
+    import threading
+
+    lock_path, said, order = tmp_path / "entry.npy.lock", [], []
+    holder = os.open(lock_path, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(holder, fcntl.LOCK_EX)  # flocks of two open files conflict, one process too
+
+    def waiter():
+        with distill._computing_alone(lock_path, "4 texts", said.append, poll_s=0.01):
+            order.append("waiter")
+
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    thread.join(timeout=0.5)
+    assert thread.is_alive() and order == []  # still waiting
+    order.append("holder done")
+    os.close(holder)
+    thread.join(timeout=10)
+    assert order == ["holder done", "waiter"]
+    assert len(said) == 1 and "another process is computing the teacher logits for 4 texts" \
+        in said[0]
+
+
+def test_without_a_lock_file_the_logits_are_computed_all_the_same(tmp_path):
+    said = []
+    with distill._computing_alone(tmp_path / "gone" / "entry.npy.lock", "4 texts", said.append):
+        said.append("computed")
+    assert said[-1] == "computed" and "computing without the lock" in said[0]
+
+
+def test_an_empty_cache_entry_is_computed_again(teacher_run, logits_cache):
+    texts = ["a fine film", "a dull one"]
+    first, _ = distill.cached_logits(teacher_run / "model", texts, log=lambda _m: None)
+    entry = next(logits_cache.glob("*.npy"))
+    entry.write_bytes(b"")  # a disk that filled up mid-write, say
+    again, info = distill.cached_logits(teacher_run / "model", texts, log=lambda _m: None)
+    assert info["cached"] is False and np.array_equal(first, again)
+    assert np.array_equal(np.load(entry), first)
+
+
+def test_under_torchrun_a_rank_labels_on_its_own_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert distill._rank_device() is None  # one process: Predictor's default
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert distill._rank_device() == "cuda:3"
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)  # each rank sees its own GPU
+    assert distill._rank_device() is None
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert distill._rank_device() is None
