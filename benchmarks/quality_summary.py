@@ -41,6 +41,8 @@ STUDIES = (
     Study("sweep_mean_3ep", "mean pooling, trained 3 epochs instead of 2"),
     Study("sweep_mean_distill_aug", "mean pooling and distillation (w 0.8, T 2) with a transfer "
           "set: 2 perturbed copies of each text, taught by the teacher alone"),
+    Study("sweep_mean_distill_aug_4ep", "that transfer-set recipe trained 4 epochs instead of 2"),
+    Study("sweep_mean_distill_aug_t4", "that transfer-set recipe at temperature 4 instead of 2"),
 )
 # options against each other rather than against the default: the best config's pooled
 # verdict over the other, as the study's README gives it
@@ -49,6 +51,8 @@ HEAD_TO_HEAD = (
           "both with mean pooling and distillation (w 0.8, T 2) from the same teacher"),
     Study("sweep_augment_steps", "the transfer set (2 copies, 2 epochs) against as many "
           "optimizer steps without it (6 epochs), the same recipe otherwise"),
+    Study("sweep_augment_variants", "the transfer-set recipe (2 copies, T 2, 2 epochs) against "
+          "it trained 4 epochs and against it at temperature 4"),
 )
 TEACHER_STUDY = "sweep_mpnet"  # the teacher recipe: mpnet-base fine-tuned, 3 seeds
 # the targets (validation accuracy, mean of 3 seeds)
