@@ -34,6 +34,7 @@ TASK_OPTIONS = {
     "classification": ("text_column", "label_column", "pooling",
                        # distillation (sftlib.distill)
                        "teacher", "distill_weight", "distill_temperature", "distill_augment",
+                       "teacher_precision",
                        # recipe: layer-wise LR decay, weight averaging (issue 14)
                        "layerwise_lr_decay", "weight_averaging", "ema_decay"),
     "instruction": ("chat_template", "truncated_responses", "packing", "lora", "lora_r",
@@ -51,6 +52,7 @@ SCHEDULES = ("linear", "cosine", "exponential", "constant")
 HF_SCHEDULES = ("hf:linear", "hf:cosine", "hf:cosine_with_restarts", "hf:polynomial",
                 "hf:constant", "hf:constant_with_warmup", "hf:inverse_sqrt")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+TEACHER_PRECISIONS = ("fp32", "bf16", "auto")  # the teacher's labelling pass (sftlib.distill)
 EVAL_STRATEGIES = ("epoch", "steps", "no")
 METRICS = ("accuracy", "f1", "loss")
 POOLINGS = ("cls", "mean")  # what the classification head reads (sftlib.pooling_model)
@@ -122,6 +124,8 @@ class RunConfig:
     distill_weight: float = 0.5  # w in (1-w)*CE(labels) + w*T^2*KL(teacher || student)
     distill_temperature: float = 2.0  # T > 1 softens both distributions; 1 compares them as-is
     distill_augment: int = 0  # perturbed copies of each train text, taught by the teacher alone
+    teacher_precision: str = "fp32"  # fp32 | bf16 | auto (bf16 where the hardware has it):
+    # the teacher's labelling pass; fp32 by default so that a cached entry stays the same logits
     # --- classification recipe: layer-wise LR decay and weight averaging (sftlib.layerwise,
     # sftlib.averaging); off by default: the seed tutorial's recipe until a run measures better
     layerwise_lr_decay: float = 1.0  # in (0, 1]: layer i of L at lr * d**(L-1-i); 1 = off
@@ -427,7 +431,8 @@ def validate(cfg: RunConfig) -> None:
     _validate_distillation(cfg)  # after the task check: for instruction, that one names it
 
 
-DISTILL_OPTIONS = ("distill_weight", "distill_temperature", "distill_augment")
+DISTILL_OPTIONS = ("distill_weight", "distill_temperature", "distill_augment",
+                   "teacher_precision")
 MAX_DISTILL_AUGMENT = 16  # copies per text: each one a full pass of extra training
 
 
@@ -463,6 +468,7 @@ def _validate_distillation(cfg: RunConfig) -> None:
     _at_least(cfg, "distill_temperature", 0, strict=True)
     _in_range(cfg, "distill_augment", 0, MAX_DISTILL_AUGMENT,
               why=" (copies per train text; each adds a pass's worth of training)")
+    _one_of(cfg, "teacher_precision", TEACHER_PRECISIONS)
     if cfg.teacher is not None and not cfg.teacher.strip():
         raise ConfigError("teacher: a run folder (reports/<run-id>) or a saved classifier "
                           "folder, or None for no distillation")

@@ -170,14 +170,16 @@ class Predictor:
     present, else the CPU); `quantize` applies PyTorch dynamic int8 (CPU). backend "onnx":
     `model.onnx` (`model.int8.onnx` with `quantize`) with ONNX Runtime on the CPU, with as many
     threads as torch uses. Both tokenize the same way, with the same max_length.
+    `bf16` (torch backend, not with `quantize`): the forward pass under bf16 autocast, fast
+    where the GPU or CPU has bf16 units; logits come back as fp32 numbers either way.
     """
 
     def __init__(self, model_dir: str | Path, batch_size: int = 32, device: str | None = None,
                  max_length: int | None = None, model=None, quantize: bool = False,
-                 backend: str = "torch") -> None:
+                 backend: str = "torch", bf16: bool = False) -> None:
         self.folder = check_model_dir(model_dir)
-        _check_backend(backend, device, quantize, model)
-        self.backend, self.quantized = backend, quantize
+        _check_backend(backend, device, quantize, model, bf16)
+        self.backend, self.quantized, self.bf16 = backend, quantize, bf16
         self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
         self.model, self.session = None, None
         if backend == "onnx":
@@ -216,7 +218,9 @@ class Predictor:
         if self.session is not None:
             return self.session.run(batch)
         batch = {k: v.to(self.device) for k, v in batch.items()}
-        return self.model(**batch).logits.float().cpu().numpy()
+        device_type = torch.device(self.device).type
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=self.bf16):
+            return self.model(**batch).logits.float().cpu().numpy()
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         return softmax(self.logits(texts))
@@ -232,13 +236,16 @@ class Predictor:
     def describe(self) -> str:
         """"PyTorch fp32", "ONNX Runtime int8" ...: what runs the model."""
         runtime = "ONNX Runtime" if self.backend == "onnx" else "PyTorch"
-        return f"{runtime} {'int8' if self.quantized else 'fp32'}"
+        return f"{runtime} {'int8' if self.quantized else 'bf16' if self.bf16 else 'fp32'}"
 
 
-def _check_backend(backend: str, device: str | None, quantize: bool, model) -> None:
+def _check_backend(backend: str, device: str | None, quantize: bool, model,
+                   bf16: bool = False) -> None:
     """Refuse combinations that cannot run, before anything loads."""
     if backend not in BACKENDS:
         raise ValueError(f"backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    if bf16 and (quantize or backend == "onnx"):
+        raise ValueError("bf16 autocast is for the torch backend without int8 quantization")
     if (quantize or backend == "onnx") and device not in (None, "cpu"):
         what = "the ONNX backend" if backend == "onnx" else "int8 dynamic quantization"
         raise ValueError(f"{what} runs on the CPU only, not on {device!r}")

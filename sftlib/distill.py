@@ -16,8 +16,10 @@ called by the classification preflight): it must hold a sequence classifier whos
 in id order, equal the data's, else one `TeacherError` naming both lists, before any training.
 Its logits are computed once per example, from the raw texts with the teacher's own tokenizer
 and max_length (the student may tokenize differently), through `sftlib.deploy.Predictor`
-(eval mode, no grad, batches sorted by length), and cached on disk (`cached_logits`): keyed by
-the teacher's files (sha256), the texts and the max length, under `<sftlib cache>/teacher-logits/`
+(eval mode, no grad, batches sorted by length; in fp32, or under bf16 autocast with
+`teacher_precision=bf16`, or `auto` where the GPU or CPU has bf16 units), and cached on disk
+(`cached_logits`): keyed by the teacher's files (sha256), the texts, the max length and the
+precision (bf16 logits are another entry), under `<sftlib cache>/teacher-logits/`
 (SFTLIB_CACHE moves it), so epochs, a second run and a sweep's other seeds reuse them; one
 process computes a missing entry (an flock on the empty `<entry>.npy.lock` left beside it)
 while the others (torchrun's ranks, concurrent runs) wait and read it, and under torchrun it
@@ -130,17 +132,34 @@ def cache_dir() -> Path:
     return assets.cache_dir() / "teacher-logits"
 
 
-def cache_key(sha256: str, texts: list[str], max_length: int) -> str:
-    """What the logits depend on: the teacher's files, the texts (in order), the max length."""
-    digest = hashlib.sha256(f"{sha256}\n{max_length}\n{len(texts)}\n".encode())
+def cache_key(sha256: str, texts: list[str], max_length: int, precision: str = "fp32") -> str:
+    """What the logits depend on: the teacher's files, the texts (in order), the max length
+    and the precision of the pass (left out for fp32: the entries made before bf16 labelling
+    existed keep their keys)."""
+    header = f"{sha256}\n{max_length}\n{len(texts)}\n"
+    if precision != "fp32":
+        header += f"{precision}\n"
+    digest = hashlib.sha256(header.encode())
     for text in texts:
         digest.update(text.encode("utf-8") + b"\0")
     return digest.hexdigest()
 
 
-def cached_logits(folder: Path, texts: list[str], batch_size: int = 64,
-                  log=print) -> tuple[np.ndarray, dict[str, Any]]:
-    """The teacher's logits for `texts` (rows in their order) and where they came from.
+def labelling_precision(setting: str) -> str:
+    """"fp32" or "bf16": what `teacher_precision` means on this machine. "auto" decides as
+    training's precision=auto does (bf16 where the GPU or the CPU computes it natively); "bf16"
+    on a GPU without it is an error before any labelling."""
+    if setting == "fp32":
+        return "fp32"
+    from sftlib.train import detect_hardware
+
+    return "bf16" if detect_hardware(setting).bf16 else "fp32"
+
+
+def cached_logits(folder: Path, texts: list[str], batch_size: int = 64, log=print,
+                  precision: str = "fp32") -> tuple[np.ndarray, dict[str, Any]]:
+    """The teacher's logits for `texts` (rows in their order) and where they came from;
+    `precision` ("fp32" or "bf16", see `labelling_precision`) is the forward pass's.
 
     Read from the cache when present; else computed once with `Predictor` and written
     atomically (a temporary file renamed). An flock on `<entry>.lock` makes one process
@@ -150,17 +169,19 @@ def cached_logits(folder: Path, texts: list[str], batch_size: int = 64,
 
     sha = teacher_sha256(folder)
     max_length = trained_max_length(folder)  # what Predictor uses
-    path = cache_dir() / f"{cache_key(sha, texts, max_length)}.npy"
-    info = {"path": str(folder), "sha256": sha, "max_length": max_length, "cache": str(path)}
+    path = cache_dir() / f"{cache_key(sha, texts, max_length, precision)}.npy"
+    info = {"path": str(folder), "sha256": sha, "max_length": max_length,
+            "precision": precision, "cache": str(path)}
     logits = _read_cached(path, len(texts))
     if logits is None:
         path.parent.mkdir(parents=True, exist_ok=True)
         with _computing_alone(Path(f"{path}.lock"), f"{len(texts)} texts", log):
             logits = _read_cached(path, len(texts))  # written while this one waited
             if logits is None:
-                logits, device = _compute_logits(folder, texts, batch_size, max_length, path)
-                log(f"[distill] teacher logits for {len(texts)} texts computed on {device}, "
-                    f"cached in {path}")
+                logits, device = _compute_logits(folder, texts, batch_size, max_length, path,
+                                                 bf16=precision == "bf16")
+                log(f"[distill] teacher logits for {len(texts)} texts computed on {device} "
+                    f"in {precision}, cached in {path}")
                 return logits, {**info, "cached": False}
     log(f"[distill] teacher logits for {len(texts)} texts read from the cache {path}")
     return logits, {**info, "cached": True}
@@ -211,13 +232,13 @@ def _read_cached(path: Path, rows: int) -> np.ndarray | None:
 
 
 def _compute_logits(folder: Path, texts: list[str], batch_size: int, max_length: int,
-                    path: Path) -> tuple[np.ndarray, str]:
+                    path: Path, bf16: bool = False) -> tuple[np.ndarray, str]:
     """The teacher's logits for `texts`, saved to `path` atomically, and the device they
     ran on."""
     from sftlib.deploy import Predictor
 
     predictor = Predictor(folder, batch_size=batch_size, max_length=max_length,
-                          device=_rank_device())
+                          device=_rank_device(), bf16=bf16)
     logits = predictor.logits(list(texts))
     with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npy.tmp", delete=False) as tmp:
         np.save(tmp, logits)
@@ -285,12 +306,14 @@ def add_teacher_logits(cfg: Any, dataset, tokenized, tokenizer, max_length: int,
     import datasets
 
     folder = resolve_teacher(cfg.teacher)
+    precision = labelling_precision(cfg.teacher_precision)
     texts = list(dataset["train"]["text"])
-    logits, _ = cached_logits(folder, texts, cfg.eval_batch_size, log)
+    logits, _ = cached_logits(folder, texts, cfg.eval_batch_size, log, precision)
     train = tokenized["train"].add_column(TEACHER_COLUMN, logits.tolist())
     if cfg.distill_augment > 0:
         copies, encoded = transfer_rows(cfg, dataset["train"], tokenizer, max_length)
-        copy_logits, _ = cached_logits(folder, list(copies["text"]), cfg.eval_batch_size, log)
+        copy_logits, _ = cached_logits(folder, list(copies["text"]), cfg.eval_batch_size, log,
+                                       precision)
         encoded = encoded.add_column(TEACHER_COLUMN, copy_logits.tolist())
         # a ClassLabel column cannot hold NO_GOLD_LABEL: the ids as plain integers; columns
         # the copies lack (a hub dataset's idx) are no model input
@@ -336,15 +359,16 @@ def teacher_scores(cfg: Any, dataset, splits: tuple[str, ...] = ("validation", "
     if cfg.teacher is None:
         return {}
     folder = resolve_teacher(cfg.teacher)
+    precision = labelling_precision(cfg.teacher_precision)  # scored as it labels the train rows
     record: dict[str, Any] = {}
     for split in splits:
         texts, labels = list(dataset[split]["text"]), np.asarray(dataset[split]["label"])
-        logits, info = cached_logits(folder, texts, cfg.eval_batch_size, log)
+        logits, info = cached_logits(folder, texts, cfg.eval_batch_size, log, precision)
         loss = -log_softmax(logits.astype(np.float64), axis=1)[np.arange(len(labels)), labels]
         record[split] = {"loss": float(loss.mean()),
                          **get_task(cfg.task).compute_metrics((logits, labels))}
     return {"path": info["path"], "sha256": info["sha256"], "max_length": info["max_length"],
-            "distill_weight": cfg.distill_weight,
+            "precision": precision, "distill_weight": cfg.distill_weight,
             "distill_temperature": cfg.distill_temperature,
             "distill_augment": cfg.distill_augment,
             "transfer_copies": cfg.distill_augment * len(dataset["train"]), **record}

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from run_folders import LABELS, save_tiny_classifier
 
 from sftlib import distill
-from sftlib.config import ConfigError, RunConfig
+from sftlib.config import ConfigError, RunConfig, field_defaults, inert_options
 
 TINY_DISTILL = {"train_subset": 32, "eval_subset": 16, "batch_size": 16, "eval_batch_size": 32,
                 "max_length": 64, "epochs": 2.0, "logging_steps": 1, "eval_strategy": "no",
@@ -139,6 +139,11 @@ def test_distillation_keys_are_validated():
     with pytest.raises(ConfigError, match=r"teacher: only for task 'classification'"):
         RunConfig(task="instruction", model="smollm2-135m-instruct", dataset="alpaca-demo",
                   metric_for_best="loss", teacher="reports/x")
+    with pytest.raises(ConfigError, match=r"teacher_precision: distillation options without"):
+        RunConfig(teacher_precision="bf16")
+    with pytest.raises(ConfigError, match=r"teacher_precision: 'fp16' is not one of fp32, bf16"):
+        RunConfig(teacher="reports/x", teacher_precision="fp16")
+    assert "teacher_precision" in inert_options(field_defaults())  # no teacher: no label
 
 
 # the teacher, checked in the preflight ---------------------------------------------------
@@ -266,6 +271,7 @@ def test_teacher_logits_are_computed_once_cached_and_scored(tiny_model_folder, t
     teacher_scores = distill.record_teacher_scores(cfg, run.dataset, report, log=lambda _m: None)
     recorded = json.loads((tmp_path / "run" / "metrics.json").read_text())["teacher"]
     assert recorded["path"] == str(teacher) and recorded["max_length"] == 64
+    assert recorded["precision"] == "fp32"  # teacher_precision's default
     assert (recorded["distill_weight"], recorded["distill_augment"],
             recorded["transfer_copies"]) == (0.6, 0, 0)
     assert recorded["sha256"] == distill.teacher_sha256(teacher)
@@ -423,3 +429,51 @@ def test_under_torchrun_a_rank_labels_on_its_own_gpu(monkeypatch):
     assert distill._rank_device() is None
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert distill._rank_device() is None
+
+
+def test_bf16_labels_are_an_entry_of_their_own_close_to_fp32(teacher_run, logits_cache):
+    texts = [f"review {i}: " + "a fine film, " * (i % 7) for i in range(40)]
+    teacher = teacher_run / "model"
+    fp32, fp32_info = distill.cached_logits(teacher, texts, log=lambda _m: None)
+    bf16, bf16_info = distill.cached_logits(teacher, texts, log=lambda _m: None,
+                                            precision="bf16")
+    assert (fp32_info["precision"], bf16_info["precision"]) == ("fp32", "bf16")
+    assert not bf16_info["cached"] and fp32_info["cache"] != bf16_info["cache"]
+    assert len(list(logits_cache.glob("*.npy"))) == 2
+    assert not np.array_equal(fp32, bf16)  # autocast ran: bf16 rounds the matmuls' inputs
+    assert np.abs(fp32 - bf16).max() < 0.05 * max(1.0, np.abs(fp32).max())
+    again, info = distill.cached_logits(teacher, texts, log=lambda _m: None, precision="bf16")
+    assert info["cached"] and np.array_equal(again, bf16)
+    from sftlib.deploy import Predictor
+
+    assert Predictor(teacher, bf16=True).describe() == "PyTorch bf16"
+    for refused in ({"quantize": True}, {"backend": "onnx"}):
+        with pytest.raises(ValueError, match="bf16 autocast is for the torch backend"):
+            Predictor(teacher, bf16=True, **refused)
+
+
+def test_an_fp32_entry_keeps_the_key_it_had_before_bf16_labelling():
+    import hashlib
+
+    texts = ["a fine film", "a dull one"]
+    before = hashlib.sha256(b"abc\n64\n2\n" + b"a fine film\0" + b"a dull one\0").hexdigest()
+    assert distill.cache_key("abc", texts, 64) == distill.cache_key("abc", texts, 64, "fp32") \
+        == before
+    assert distill.cache_key("abc", texts, 64, "bf16") != before
+
+
+def test_teacher_precision_resolves_as_training_precision_does(monkeypatch):
+    from sftlib import train
+
+    assert distill.labelling_precision("fp32") == "fp32"
+    assert distill.labelling_precision("auto") == \
+        ("bf16" if train.detect_hardware("auto").bf16 else "fp32")
+    if not torch.cuda.is_available():
+        assert distill.labelling_precision("bf16") == "bf16"  # asked for: emulated if need be
+    # a GPU without bf16: auto labels in fp32, bf16 is refused before any labelling
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda _i=0: "an old GPU")
+    assert distill.labelling_precision("auto") == "fp32"
+    with pytest.raises(ValueError, match="bf16 was asked for but this GPU does not support it"):
+        distill.labelling_precision("bf16")
