@@ -114,11 +114,14 @@ def signed_test(record: dict[str, Any], sign: int = 1) -> dict[str, Any]:
 
 
 def teacher_scores(teacher_path: str, teacher_study: Path) -> tuple[float, str] | None:
-    """The teacher's own validation accuracy: its row in the teacher study's runs.csv when it is
-    one of those runs, else that study's mean over seeds (said so); None without the study."""
+    """The teacher's own validation accuracy: its row in the runs.csv of the teacher study, or
+    of another committed study (a teacher trained again), when it is one of those runs; else
+    the teacher study's mean over seeds (said so); None without the study."""
     run_id = PurePath(teacher_path.rstrip("/")).name
-    runs_csv = teacher_study / "runs.csv"
-    if runs_csv.is_file():
+    for runs_csv in (teacher_study / "runs.csv",
+                     *sorted(teacher_study.parent.glob("sweep_*/runs.csv"))):
+        if not runs_csv.is_file():
+            continue
         with open(runs_csv, newline="") as handle:
             for row in csv.DictReader(handle):
                 if row["run"] == run_id:
@@ -226,7 +229,9 @@ def summary(benchmarks: Path = BENCHMARKS, studies: tuple[Study, ...] = STUDIES,
         else:
             reached = "reached by this option"
         lines.append(f"- The best option on validation: `{option}` ({study.folder}), "
-                     f"{accuracy:.4f}; target {TARGET_DEFAULT:.2f}: {reached}.")
+                     f"{accuracy:.4f} (the highest mean; the verdicts above say which "
+                     f"differences the seeds can tell); target {TARGET_DEFAULT:.2f}: "
+                     f"{reached}.")
     teacher_comparison = load(benchmarks / teacher_study)
     if teacher_comparison is not None:
         ranked = teacher_comparison["ranking"][0]

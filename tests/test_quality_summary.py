@@ -69,10 +69,31 @@ def test_summary_signs_differences_finds_the_teachers_run_and_judges_targets(tmp
     assert "`teacher=20261204-1-aaaaaa`" in kd and "(+2.00 points" in kd
     assert "not run" not in text
     assert "target 0.86: not reached." in text  # the default's 0.85
-    assert "0.8700; target 0.86: reached by this option, which needs a fine-tuned teacher " \
+    assert "0.8700 (the highest mean; the verdicts above say which differences the seeds " \
+        "can tell); target 0.86: reached by this option, which needs a fine-tuned teacher " \
         "run first" in text  # the best option is the distilled one
     assert "validation 0.9050 ± 0.0040" in text and "10.0 minutes" in text
     assert "target 0.88: reached." in text
     # the teacher's own run (0.89), not the recipe's mean: (0.87 - 0.85) / (0.89 - 0.85)
     assert "teacher's 0.8900 (teacher run 20261204-1-aaaaaa): 50% of the gap closed" in text
     assert "closer to the teacher than to the default: no." in text
+
+
+def test_a_teacher_trained_again_is_found_in_its_own_study(tmp_path):
+    # the teacher of a later study is a run of another committed study, not the recipe's
+    teacher = "reports/sweep-mpnet/20261205-2-bbbbbb"
+    write_study(tmp_path / "sweep_kd",
+                {"t": ({"teacher": teacher}, summary_row(0.87, 0.86)),
+                 "none": ({"teacher": None}, summary_row(0.85, 0.84))}, ["t", "none"],
+                {"validation": [pooled("none", 0.02, "better than")], "test": []})
+    write_study(tmp_path / "sweep_mpnet", {"one": ({}, summary_row(0.905, 0.895))}, ["one"], {})
+    write_study(tmp_path / "sweep_mpnet_again", {"one": ({}, summary_row(0.91, 0.9))},
+                ["one"], {})
+    (tmp_path / "sweep_mpnet_again" / "runs.csv").write_text(
+        "run,config,seed,validation_accuracy,test_accuracy,training_runtime_s,run_s\n"
+        "20261205-2-bbbbbb,one,42,0.91,0.90,600,650\n")
+    text = quality_summary.summary(tmp_path, (Study("sweep_kd", "KD"),), "sweep_mpnet", ())
+    assert "teacher's 0.9100 (teacher run 20261205-2-bbbbbb): 33% of the gap closed" in text
+    (tmp_path / "sweep_mpnet_again" / "runs.csv").unlink()  # not committed: the recipe's mean
+    text = quality_summary.summary(tmp_path, (Study("sweep_kd", "KD"),), "sweep_mpnet", ())
+    assert "teacher's 0.9050 (the teacher recipe's mean over seeds)" in text
