@@ -29,8 +29,9 @@ CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_b
 
 
 def cpu_description(cpuinfo_path: str = "/proc/cpuinfo") -> dict[str, object]:
-    """Model name, logical CPUs and which int8 / bf16 / AMX instruction sets the CPU has
-    (Linux: /proc/cpuinfo; elsewhere the platform's processor string only)."""
+    """Model name (with its family and model numbers where /proc/cpuinfo has them), logical
+    CPUs and which int8 / bf16 / AMX instruction sets the CPU has (Linux: /proc/cpuinfo;
+    elsewhere the platform's processor string only)."""
     try:
         lines = Path(cpuinfo_path).read_text().splitlines()
     except OSError:
@@ -39,7 +40,10 @@ def cpu_description(cpuinfo_path: str = "/proc/cpuinfo") -> dict[str, object]:
     fields = dict(line.split(":", 1) for line in lines if ":" in line)
     fields = {key.strip(): value.strip() for key, value in fields.items()}
     flags = set(fields.get("flags", "").split())
-    return {"model": fields.get("model name", platform.machine()), "cpus": os.cpu_count(),
+    model = fields.get("model name", platform.machine())
+    if "cpu family" in fields:  # a virtual machine's bare "AMD EPYC" names no generation
+        model += f" (family {fields['cpu family']}, model {fields.get('model', '?')})"
+    return {"model": model, "cpus": os.cpu_count(),
             "flags": [flag for flag in CPU_FLAGS if flag in flags]}
 
 

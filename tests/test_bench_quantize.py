@@ -14,6 +14,9 @@ def test_cpu_description_names_the_int8_and_bf16_units(tmp_path):
     assert cpu_description(str(cpuinfo)) == {
         "model": "Some CPU 9000", "cpus": cpu_description()["cpus"],
         "flags": ["avx2", "avx512f", "avx512_vnni", "amx_bf16", "amx_int8"]}
+    cpuinfo.write_text("model name\t: AMD EPYC\ncpu family\t: 26\nmodel\t\t: 2\n"
+                       "flags\t\t: avx512f avx512_bf16\n")  # a VM's bare name: the generation
+    assert cpu_description(str(cpuinfo))["model"] == "AMD EPYC (family 26, model 2)"
 
 
 def test_tables_compare_every_row_with_pytorch_fp32():
