@@ -56,6 +56,13 @@ def closeness(reference: np.ndarray, other: np.ndarray, temperature: float) -> d
             "mean_kl_at_temperature": float(kl.mean()), "temperature": temperature}
 
 
+def shown_path(folder: Path) -> str:
+    """`folder` relative to the working directory when it is below it (the committed page
+    names no machine's home), else as it is."""
+    relative = os.path.relpath(folder)
+    return str(folder) if relative.startswith("..") else relative
+
+
 def markdown(result: dict) -> str:
     meta, rates = result["meta"], result["texts_per_s"]
     cpu = meta["cpu"]
@@ -120,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     result = {
         "meta": {"date": time.strftime("%Y-%m-%d %H:%M"), "device": fp32.device,
                  "cpu": cpu_description(), "threads": torch.get_num_threads(),
-                 "torch": torch.__version__, "teacher": str(folder),
+                 "torch": torch.__version__, "teacher": shown_path(folder),
                  "teacher_note": f"{cfg.model}, trained on {cfg.dataset}",
                  "texts": len(texts), "batch_size": args.batch_size,
                  "max_length": fp32.max_length, "rounds": args.rounds,
