@@ -6,11 +6,12 @@ teacher's validation accuracy both ways.
 
     python -m benchmarks.bench_teacher_labels --teacher reports/<run-id> [--texts 2048]
 
-The texts: the first --texts train texts of the teacher's own run config's dataset, and one
-perturbed copy of each (`sftlib.distill.augment_texts`, seed 42): what a transfer set asks the
-teacher to label. Each precision labels them --rounds times, the order alternating; the best
-pass counts. Compare the ratio, not the absolute rates, across machines: bf16 is fast only
-where the CPU has bf16 units (AMX or AVX512-BF16) or on a GPU. Writes bench_teacher_labels.md
+The texts: the first --texts / 2 train texts of the teacher's own run config's dataset, and
+one perturbed copy of each (`sftlib.distill.augment_texts`, seed 42): what a transfer set asks
+the teacher to label. Each precision labels them --rounds times after a warm-up, taking turns;
+the best pass counts (`sftlib.deploy.examples_per_second`). Compare the ratio, not the
+absolute rates, across machines: bf16 is fast only where the CPU has bf16 units (AMX or
+AVX512-BF16) or on a GPU. Writes bench_teacher_labels.md
 and .json to --output-dir (reports/benchmarks).
 """
 
@@ -29,21 +30,6 @@ from scipy.special import log_softmax
 from benchmarks.bench_quantize import cpu_description
 from sftlib import data, deploy, distill
 from sftlib.config import RunConfig
-
-
-def labelling_rates(predictors: dict, texts: list[str], rounds: int,
-                    ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """Texts per second of each predictor's best pass over `texts` (passes taking turns, the
-    first one alternating) and each one's logits."""
-    seconds = {name: [] for name in predictors}
-    logits = {}
-    for turn in range(rounds):
-        order = list(predictors) if turn % 2 == 0 else list(predictors)[::-1]
-        for name in order:
-            start = time.perf_counter()
-            logits[name] = predictors[name].logits(texts)
-            seconds[name].append(time.perf_counter() - start)
-    return {name: len(texts) / min(times) for name, times in seconds.items()}, logits
 
 
 def closeness(reference: np.ndarray, other: np.ndarray, temperature: float) -> dict[str, float]:
@@ -117,9 +103,8 @@ def main(argv: list[str] | None = None) -> None:
     fp32 = deploy.Predictor(folder, batch_size=args.batch_size)
     predictors = {"fp32": fp32, "bf16": deploy.Predictor(folder, batch_size=args.batch_size,
                                                          model=fp32.model, bf16=True)}
-    for predictor in predictors.values():
-        predictor.logits(texts[:args.batch_size])  # warm-up: first-call allocations
-    rates, logits = labelling_rates(predictors, texts, args.rounds)
+    rates = deploy.examples_per_second(predictors, texts, args.batch_size, args.rounds)
+    logits = {name: predictor.logits(texts) for name, predictor in predictors.items()}
     validation = dataset["validation"]
     labels = np.asarray(validation["label"])
     accuracy = {name: float((predictor.logits(list(validation["text"])).argmax(1)

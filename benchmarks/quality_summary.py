@@ -118,8 +118,8 @@ def teacher_scores(teacher_path: str, teacher_study: Path) -> tuple[float, str] 
     of another committed study (a teacher trained again), when it is one of those runs; else
     the teacher study's mean over seeds (said so); None without the study."""
     run_id = PurePath(teacher_path.rstrip("/")).name
-    for runs_csv in (teacher_study / "runs.csv",
-                     *sorted(teacher_study.parent.glob("sweep_*/runs.csv"))):
+    for runs_csv in dict.fromkeys((teacher_study / "runs.csv",  # first, and once
+                                   *sorted(teacher_study.parent.glob("sweep_*/runs.csv")))):
         if not runs_csv.is_file():
             continue
         with open(runs_csv, newline="") as handle:

@@ -136,24 +136,31 @@ def cache_key(sha256: str, texts: list[str], max_length: int, precision: str = "
     """What the logits depend on: the teacher's files, the texts (in order), the max length
     and the precision of the pass (left out for fp32: the entries made before bf16 labelling
     existed keep their keys)."""
-    header = f"{sha256}\n{max_length}\n{len(texts)}\n"
-    if precision != "fp32":
-        header += f"{precision}\n"
-    digest = hashlib.sha256(header.encode())
+    tag = "" if precision == "fp32" else f"{precision}\n"  # where only digits can follow
+    digest = hashlib.sha256(f"{sha256}\n{tag}{max_length}\n{len(texts)}\n".encode())
     for text in texts:
         digest.update(text.encode("utf-8") + b"\0")
     return digest.hexdigest()
 
 
 def labelling_precision(setting: str) -> str:
-    """"fp32" or "bf16": what `teacher_precision` means on this machine. "auto" decides as
-    training's precision=auto does (bf16 where the GPU or the CPU computes it natively); "bf16"
-    on a GPU without it is an error before any labelling."""
+    """"fp32" or "bf16": what `teacher_precision` means for the device the teacher labels on
+    (Predictor's: a CUDA GPU when there is one, else the CPU). "auto": bf16 where that device
+    computes it natively (as training's precision=auto decides); "bf16" on a GPU without it is
+    a ConfigError (raised by the preflight, before any training or labelling)."""
     if setting == "fp32":
         return "fp32"
-    from sftlib.train import detect_hardware
+    import torch
 
-    return "bf16" if detect_hardware(setting).bf16 else "fp32"
+    from sftlib.config import ConfigError
+    from sftlib.train import cpu_has_native_bf16
+
+    on_gpu = torch.cuda.is_available()
+    native = torch.cuda.is_bf16_supported() if on_gpu else cpu_has_native_bf16()
+    if setting == "bf16" and on_gpu and not native:
+        raise ConfigError("teacher_precision: bf16 was asked for but this GPU does not support "
+                          "it; use teacher_precision=fp32, or auto (bf16 where supported)")
+    return "bf16" if setting == "bf16" or native else "fp32"
 
 
 def cached_logits(folder: Path, texts: list[str], batch_size: int = 64, log=print,

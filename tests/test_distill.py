@@ -285,6 +285,19 @@ def test_teacher_logits_are_computed_once_cached_and_scored(tiny_model_folder, t
     assert distill.teacher_vs_student({}, scores).empty
     assert distill.record_teacher_scores(RunConfig(), run.dataset, report) == {}
 
+    # teacher_precision=bf16 reaches both passes: the train rows' labels and the scores
+    bf16_cfg = cfg.replace(teacher_precision="bf16")
+    plain = {"train": run.tokenized["train"].remove_columns([distill.TEACHER_COLUMN])}
+    distill.add_teacher_logits(bf16_cfg, run.dataset, plain, None, 64, log=lambda _m: None)
+    labels_bf16 = np.asarray(plain["train"][distill.TEACHER_COLUMN])
+    assert np.allclose(labels_bf16, Predictor(teacher, bf16=True).logits(
+        run.dataset["train"]["text"]), atol=1e-6)
+    assert not np.allclose(labels_bf16, expected, atol=1e-6)
+    distill.record_teacher_scores(bf16_cfg, run.dataset, report, log=lambda _m: None)
+    recorded = json.loads((tmp_path / "run" / "metrics.json").read_text())["teacher"]
+    assert recorded["precision"] == "bf16"
+    assert len(list(logits_cache.glob("*.npy"))) == 3 + 3  # train, validation, test: twice
+
 
 @pytest.mark.slow
 def test_a_transfer_set_adds_copies_the_teacher_labels_once(tiny_model_folder, teacher_run,
@@ -460,20 +473,26 @@ def test_an_fp32_entry_keeps_the_key_it_had_before_bf16_labelling():
     assert distill.cache_key("abc", texts, 64) == distill.cache_key("abc", texts, 64, "fp32") \
         == before
     assert distill.cache_key("abc", texts, 64, "bf16") != before
+    # no texts make an fp32 key equal to a bf16 one
+    assert distill.cache_key("abc", ["bf16\nX", "Y"], 64) != \
+        distill.cache_key("abc", ["X", "Y"], 64, "bf16")
 
 
-def test_teacher_precision_resolves_as_training_precision_does(monkeypatch):
+def test_teacher_precision_resolves_for_the_device_that_labels(monkeypatch):
     from sftlib import train
 
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert distill.labelling_precision("fp32") == "fp32"
-    assert distill.labelling_precision("auto") == \
-        ("bf16" if train.detect_hardware("auto").bf16 else "fp32")
-    if not torch.cuda.is_available():
+    for native, auto in ((True, "bf16"), (False, "fp32")):  # a CPU with and without bf16 units
+        monkeypatch.setattr(train, "cpu_has_native_bf16", lambda native=native: native)
+        assert distill.labelling_precision("auto") == auto
         assert distill.labelling_precision("bf16") == "bf16"  # asked for: emulated if need be
     # a GPU without bf16: auto labels in fp32, bf16 is refused before any labelling
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda _i=0: "an old GPU")
     assert distill.labelling_precision("auto") == "fp32"
-    with pytest.raises(ValueError, match="bf16 was asked for but this GPU does not support it"):
+    with pytest.raises(ConfigError, match="teacher_precision: bf16 was asked for but this GPU "
+                                          "does not support it; use teacher_precision=fp32"):
         distill.labelling_precision("bf16")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert distill.labelling_precision("auto") == "bf16"

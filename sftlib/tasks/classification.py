@@ -194,6 +194,7 @@ class ClassificationTask:
                    "label_names": data.label_names(dataset), "data_findings": findings}
         if cfg.teacher is not None:  # distillation: the teacher must know the same labels
             checked["teacher"] = distill.check_teacher(cfg.teacher, checked["label_names"])
+            distill.labelling_precision(cfg.teacher_precision)  # a GPU without bf16: refused
         return checked
 
     def inspection_texts(self, cfg: Any, dataset: datasets.DatasetDict,
