@@ -43,6 +43,8 @@ STUDIES = (
           "set: 2 perturbed copies of each text, taught by the teacher alone"),
     Study("sweep_mean_distill_aug_4ep", "that transfer-set recipe trained 4 epochs instead of 2"),
     Study("sweep_mean_distill_aug_t4", "that transfer-set recipe at temperature 4 instead of 2"),
+    Study("sweep_transfer_k8", "a transfer set of 8 copies a text, trained 1 epoch, the teacher "
+          "(trained again, the same scores) labelling in bf16"),
 )
 # options against each other rather than against the default: the best config's pooled
 # verdict over the other, as the study's README gives it
@@ -53,6 +55,8 @@ HEAD_TO_HEAD = (
           "optimizer steps without it (6 epochs), the same recipe otherwise"),
     Study("sweep_augment_variants", "the transfer-set recipe (2 copies, T 2, 2 epochs) against "
           "it trained 4 epochs and against it at temperature 4"),
+    Study("sweep_transfer_size", "8 copies a text (1 epoch) against 2 (2 epochs), both with "
+          "the same teacher's bf16 labels"),
 )
 TEACHER_STUDY = "sweep_mpnet"  # the teacher recipe: mpnet-base fine-tuned, 3 seeds
 # the targets (validation accuracy, mean of 3 seeds)
