@@ -152,11 +152,11 @@ def labelling_precision(setting: str) -> str:
         return "fp32"
     import torch
 
+    from sftlib import hardware
     from sftlib.config import ConfigError
-    from sftlib.train import cpu_has_native_bf16
 
     on_gpu = torch.cuda.is_available()
-    native = torch.cuda.is_bf16_supported() if on_gpu else cpu_has_native_bf16()
+    native = torch.cuda.is_bf16_supported() if on_gpu else hardware.cpu_has_native_bf16()
     if setting == "bf16" and on_gpu and not native:
         raise ConfigError("teacher_precision: bf16 was asked for but this GPU does not support "
                           "it; use teacher_precision=fp32, or auto (bf16 where supported)")

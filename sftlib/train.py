@@ -58,6 +58,7 @@ from transformers.trainer_utils import has_length
 from sftlib import averaging, distill, layerwise, schedules, tokens
 from sftlib.config import RunConfig
 from sftlib.filemodes import match_umask
+from sftlib.hardware import cpu_has_native_bf16  # detect_hardware asks it
 from sftlib.report import write_json_atomic
 from sftlib.tasks import get_task
 
@@ -79,19 +80,6 @@ class Hardware:
         precision = "bf16 autocast" if self.bf16 else "fp16 autocast" if self.fp16 else "fp32"
         return (f"device={self.device} ({self.name}), precision={precision}, "
                 f"attention={self.attn_implementation}")
-
-
-def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
-    """True on x86 CPUs with AMX or AVX512-BF16 (Linux flags), where bf16 matmuls run in
-    hardware, so bf16 autocast trains faster than fp32 (measured by
-    `benchmarks/bench_train.py --ablations`, reports/benchmarks/bench_train_ablations.md).
-    Elsewhere bf16 is emulated and slower."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return False
-    return any(flag in cpuinfo.split() for flag in ("amx_bf16", "avx512_bf16"))
 
 
 def detect_hardware(precision: str = "auto") -> Hardware:

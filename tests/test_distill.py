@@ -479,12 +479,12 @@ def test_an_fp32_entry_keeps_the_key_it_had_before_bf16_labelling():
 
 
 def test_teacher_precision_resolves_for_the_device_that_labels(monkeypatch):
-    from sftlib import train
+    from sftlib import hardware
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert distill.labelling_precision("fp32") == "fp32"
     for native, auto in ((True, "bf16"), (False, "fp32")):  # a CPU with and without bf16 units
-        monkeypatch.setattr(train, "cpu_has_native_bf16", lambda native=native: native)
+        monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda native=native: native)
         assert distill.labelling_precision("auto") == auto
         assert distill.labelling_precision("bf16") == "bf16"  # asked for: emulated if need be
     # a GPU without bf16: auto labels in fp32, bf16 is refused before any labelling
