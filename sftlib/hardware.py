@@ -1,4 +1,4 @@
-"""What this machine computes natively, read once where a setting says "auto": bf16 on the CPU
+"""What this machine computes natively, asked where a setting says "auto": bf16 on the CPU
 (`cpu_has_native_bf16`), which training's `precision=auto` (`sftlib.train.detect_hardware`)
 and the teacher's `teacher_precision=auto` (`sftlib.distill.labelling_precision`) both ask.
 A module of its own so that neither of those two has to import the other.
