@@ -34,7 +34,7 @@ TASK_OPTIONS = {
     "classification": ("text_column", "label_column", "pooling",
                        # distillation (sftlib.distill)
                        "teacher", "distill_weight", "distill_temperature", "distill_augment",
-                       "teacher_precision",
+                       "teacher_precision", "distill_relation_weight",
                        # recipe: layer-wise LR decay, weight averaging (issue 14)
                        "layerwise_lr_decay", "weight_averaging", "ema_decay"),
     "instruction": ("chat_template", "truncated_responses", "packing", "lora", "lora_r",
@@ -126,6 +126,8 @@ class RunConfig:
     distill_augment: int = 0  # perturbed copies of each train text, taught by the teacher alone
     teacher_precision: str = "fp32"  # fp32 | bf16 | auto (bf16 where the hardware has it):
     # the teacher's labelling pass; fp32 by default so that a cached entry stays the same logits
+    distill_relation_weight: float = 0.0  # b: + b * relation term (mean-pooled student and
+    # teacher): the student's pairwise cosines in a batch pulled to the teacher's; 0: off
     # --- classification recipe: layer-wise LR decay and weight averaging (sftlib.layerwise,
     # sftlib.averaging); off by default: the seed tutorial's recipe until a run measures better
     layerwise_lr_decay: float = 1.0  # in (0, 1]: layer i of L at lr * d**(L-1-i); 1 = off
@@ -432,7 +434,7 @@ def validate(cfg: RunConfig) -> None:
 
 
 DISTILL_OPTIONS = ("distill_weight", "distill_temperature", "distill_augment",
-                   "teacher_precision")
+                   "teacher_precision", "distill_relation_weight")
 MAX_DISTILL_AUGMENT = 16  # copies per text: each one a full pass of extra training
 
 
@@ -463,12 +465,14 @@ def inert_options(values: dict[str, Any]) -> set[str]:
 
 
 def _validate_distillation(cfg: RunConfig) -> None:
-    """The soft-label knobs: a weight in [0, 1], a positive temperature, and a teacher."""
+    """The soft-label knobs: a weight in [0, 1], a positive temperature, and a teacher; the
+    relation term's weight (>= 0) with the mean-pooling head."""
     _in_range(cfg, "distill_weight", 0, 1, why=" (the share of the soft-label loss)")
     _at_least(cfg, "distill_temperature", 0, strict=True)
     _in_range(cfg, "distill_augment", 0, MAX_DISTILL_AUGMENT,
               why=" (copies per train text; each adds a pass's worth of training)")
     _one_of(cfg, "teacher_precision", TEACHER_PRECISIONS)
+    _at_least(cfg, "distill_relation_weight", 0)
     if cfg.teacher is not None and not cfg.teacher.strip():
         raise ConfigError("teacher: a run folder (reports/<run-id>) or a saved classifier "
                           "folder, or None for no distillation")
@@ -477,6 +481,10 @@ def _validate_distillation(cfg: RunConfig) -> None:
         raise ConfigError(f"{', '.join(changed)}: distillation options without a teacher; "
                           "set teacher=<run folder or classifier folder>, or leave them at "
                           "their defaults")
+    if cfg.distill_relation_weight > 0 and cfg.pooling != "mean":
+        raise ConfigError("distill_relation_weight: the relation term compares sentence "
+                          "vectors, which the mean-pooling head has; set pooling=mean, or "
+                          "distill_relation_weight=0")
 
 
 def _validate_recipe(cfg: RunConfig) -> None:

@@ -201,26 +201,49 @@ class Predictor:
 
     def logits(self, texts: list[str]) -> np.ndarray:
         """Raw logits, one row per text, in input order."""
+        return self._in_input_order(texts, self._batch_logits, len(self.labels))
+
+    def sentence_vectors(self, texts: list[str]) -> np.ndarray:
+        """The vector the head reads, one row per text, in input order: the masked mean of
+        the token states. Mean-pooled models on the torch backend only (a TypeError else:
+        a [CLS] head reads a vector of its own architecture's making)."""
+        if self.model is None:
+            raise TypeError("sentence vectors come from the torch backend, not ONNX")
+        return self._in_input_order(texts, self._batch_vectors, self.model.config.hidden_size)
+
+    def _in_input_order(self, texts: list[str], batch_rows, width: int) -> np.ndarray:
+        """`batch_rows` over batches of similar lengths (little padding), rows put back in
+        the order of `texts`."""
         if isinstance(texts, str):
             raise TypeError("pass a list of texts, not a single string")
         order = np.argsort([len(t) for t in texts], kind="stable")
-        out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
+        out = np.zeros((len(texts), width), dtype=np.float32)
         for start in range(0, len(texts), self.batch_size):
             index = order[start:start + self.batch_size]
-            out[index] = self._batch_logits([texts[i] for i in index])
+            out[index] = batch_rows([texts[i] for i in index])
         return out
 
     @torch.inference_mode()
     def _batch_logits(self, texts: list[str]) -> np.ndarray:
-        tensors = "np" if self.session is not None else "pt"
+        if self.session is not None:
+            return self.session.run(self._tokenized(texts, "np"))
+        with self._autocast():
+            return self.model(**self._tokenized(texts, "pt")).logits.float().cpu().numpy()
+
+    @torch.inference_mode()
+    def _batch_vectors(self, texts: list[str]) -> np.ndarray:
+        with pooling_model.capturing_sentence_vectors(self.model) as vectors, self._autocast():
+            self.model(**self._tokenized(texts, "pt"))
+        return vectors[0].float().cpu().numpy()
+
+    def _tokenized(self, texts: list[str], tensors: str) -> dict[str, Any]:
         batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
                                return_tensors=tensors)
-        if self.session is not None:
-            return self.session.run(batch)
-        batch = {k: v.to(self.device) for k, v in batch.items()}
-        device_type = torch.device(self.device).type
-        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=self.bf16):
-            return self.model(**batch).logits.float().cpu().numpy()
+        return batch if tensors == "np" else {k: v.to(self.device) for k, v in batch.items()}
+
+    def _autocast(self):
+        return torch.autocast(torch.device(self.device).type, dtype=torch.bfloat16,
+                              enabled=self.bf16)
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         return softmax(self.logits(texts))

@@ -65,6 +65,9 @@ from sftlib.filemodes import match_umask
 from sftlib.report import resolve_path
 
 TEACHER_COLUMN = "teacher_logits"  # the train split's column the loss reads
+VECTORS_COLUMN = "teacher_vectors"  # the teacher's sentence vectors (the relation term)
+TRAIN_ONLY_COLUMNS = (TEACHER_COLUMN, VECTORS_COLUMN)  # no model input; evaluation has none
+MEAN_POOLING_CLASS = "MeanPoolingForSequenceClassification"  # sftlib.pooling_model's head
 # files in a model folder that do not change what it computes (a run's bookkeeping, export
 # extras): left out of the teacher's fingerprint, so model/ and its export share a cache
 NOT_WEIGHTS = ("run_config.json", "labels.json", "onnx_export.json", "training_args.bin",
@@ -101,15 +104,21 @@ def teacher_labels(folder: Path) -> list[str]:
     return [id2label.get(str(i), f"<no id {i}>") for i in range(len(id2label))]
 
 
-def check_teacher(spec: str, label_names: list[str]) -> dict[str, Any]:
-    """The teacher's folder, checked against the data's labels (names and ids); what the
-    manifest records. Reads config files only: cheap enough for every sweep point."""
+def check_teacher(spec: str, label_names: list[str], vectors: bool = False) -> dict[str, Any]:
+    """The teacher's folder, checked against the data's labels (names and ids), and with
+    `vectors` (the relation term) mean-pooled; what the manifest records. Reads config files
+    only: cheap enough for every sweep point."""
     folder = resolve_teacher(spec)
     labels = teacher_labels(folder)
     if labels != list(label_names):
         raise TeacherError(f"teacher: {folder} predicts labels {labels} (by id), the data has "
                            f"{list(label_names)}; a teacher must have been trained on the same "
                            "label names in the same order")
+    # by name: sftlib.pooling_model imports torch, which the preflight does without
+    if vectors and MEAN_POOLING_CLASS not in (_model_config(folder).get("architectures") or []):
+        raise TeacherError(f"teacher: {folder} is not a mean-pooled classifier, so it has no "
+                           "sentence vectors for distill_relation_weight; give a run trained "
+                           "with pooling=mean, or set distill_relation_weight=0")
     return {"path": str(folder), "labels": labels}
 
 
@@ -132,11 +141,14 @@ def cache_dir() -> Path:
     return assets.cache_dir() / "teacher-logits"
 
 
-def cache_key(sha256: str, texts: list[str], max_length: int, precision: str = "fp32") -> str:
-    """What the logits depend on: the teacher's files, the texts (in order), the max length
-    and the precision of the pass (left out for fp32: the entries made before bf16 labelling
-    existed keep their keys)."""
-    tag = "" if precision == "fp32" else f"{precision}\n"  # where only digits can follow
+def cache_key(sha256: str, texts: list[str], max_length: int, precision: str = "fp32",
+              output: str = "logits") -> str:
+    """What the teacher's outputs depend on: the teacher's files, the texts (in order), the
+    max length, the precision of the pass and which output (logits or sentence vectors); the
+    precision is left out for fp32 and the output for logits, so the entries made before
+    either existed keep their keys."""
+    tags = [tag for tag, plain in ((precision, "fp32"), (output, "logits")) if tag != plain]
+    tag = "".join(f"{tag}\n" for tag in tags)  # where only digits can follow
     digest = hashlib.sha256(f"{sha256}\n{tag}{max_length}\n{len(texts)}\n".encode())
     for text in texts:
         digest.update(text.encode("utf-8") + b"\0")
@@ -163,10 +175,15 @@ def labelling_precision(setting: str) -> str:
     return "bf16" if setting == "bf16" or native else "fp32"
 
 
+OUTPUTS = ("logits", "vectors")  # what a teacher's pass can cache: Predictor's methods
+
+
 def cached_logits(folder: Path, texts: list[str], batch_size: int = 64, log=print,
-                  precision: str = "fp32") -> tuple[np.ndarray, dict[str, Any]]:
+                  precision: str = "fp32", output: str = "logits",
+                  ) -> tuple[np.ndarray, dict[str, Any]]:
     """The teacher's logits for `texts` (rows in their order) and where they came from;
-    `precision` ("fp32" or "bf16", see `labelling_precision`) is the forward pass's.
+    `precision` ("fp32" or "bf16", see `labelling_precision`) is the forward pass's;
+    `output="vectors"`: its sentence vectors instead (`Predictor.sentence_vectors`).
 
     Read from the cache when present; else computed once with `Predictor` and written
     atomically (a temporary file renamed). An flock on `<entry>.lock` makes one process
@@ -176,7 +193,9 @@ def cached_logits(folder: Path, texts: list[str], batch_size: int = 64, log=prin
 
     sha = teacher_sha256(folder)
     max_length = trained_max_length(folder)  # what Predictor uses
-    path = cache_dir() / f"{cache_key(sha, texts, max_length, precision)}.npy"
+    if output not in OUTPUTS:
+        raise ValueError(f"output {output!r}: one of {', '.join(OUTPUTS)}")
+    path = cache_dir() / f"{cache_key(sha, texts, max_length, precision, output)}.npy"
     info = {"path": str(folder), "sha256": sha, "max_length": max_length,
             "precision": precision, "cache": str(path)}
     logits = _read_cached(path, len(texts))
@@ -186,11 +205,11 @@ def cached_logits(folder: Path, texts: list[str], batch_size: int = 64, log=prin
             logits = _read_cached(path, len(texts))  # written while this one waited
             if logits is None:
                 logits, device = _compute_logits(folder, texts, batch_size, max_length, path,
-                                                 bf16=precision == "bf16")
-                log(f"[distill] teacher logits for {len(texts)} texts computed on {device} "
+                                                 bf16=precision == "bf16", output=output)
+                log(f"[distill] teacher {output} for {len(texts)} texts computed on {device} "
                     f"in {precision}, cached in {path}")
                 return logits, {**info, "cached": False}
-    log(f"[distill] teacher logits for {len(texts)} texts read from the cache {path}")
+    log(f"[distill] teacher {output} for {len(texts)} texts read from the cache {path}")
     return logits, {**info, "cached": True}
 
 
@@ -239,14 +258,16 @@ def _read_cached(path: Path, rows: int) -> np.ndarray | None:
 
 
 def _compute_logits(folder: Path, texts: list[str], batch_size: int, max_length: int,
-                    path: Path, bf16: bool = False) -> tuple[np.ndarray, str]:
-    """The teacher's logits for `texts`, saved to `path` atomically, and the device they
-    ran on."""
+                    path: Path, bf16: bool = False, output: str = "logits",
+                    ) -> tuple[np.ndarray, str]:
+    """The teacher's logits (or sentence vectors) for `texts`, saved to `path` atomically,
+    and the device they ran on."""
     from sftlib.deploy import Predictor
 
     predictor = Predictor(folder, batch_size=batch_size, max_length=max_length,
                           device=_rank_device(), bf16=bf16)
-    logits = predictor.logits(list(texts))
+    rows = predictor.logits if output == "logits" else predictor.sentence_vectors
+    logits = rows(list(texts))
     with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npy.tmp", delete=False) as tmp:
         np.save(tmp, logits)
     os.replace(tmp.name, path)
@@ -307,21 +328,18 @@ def transfer_rows(cfg: Any, train, tokenizer, max_length: int):
 
 def add_teacher_logits(cfg: Any, dataset, tokenized, tokenizer, max_length: int, log=print):
     """The tokenized splits with the teacher's logits of every train text as the
-    `teacher_logits` column (train only: evaluation stays plain cross-entropy); with
+    `teacher_logits` column (train only: evaluation stays plain cross-entropy), and with
+    `distill_relation_weight` its sentence vectors as `teacher_vectors`; with
     `distill_augment`, the train split's perturbed copies appended (tokenized with
     `tokenizer` at `max_length`), taught by the teacher alone."""
     import datasets
 
     folder = resolve_teacher(cfg.teacher)
-    precision = labelling_precision(cfg.teacher_precision)
     texts = list(dataset["train"]["text"])
-    logits, _ = cached_logits(folder, texts, cfg.eval_batch_size, log, precision)
-    train = tokenized["train"].add_column(TEACHER_COLUMN, logits.tolist())
+    train = _with_teacher_columns(cfg, folder, tokenized["train"], texts, log)
     if cfg.distill_augment > 0:
         copies, encoded = transfer_rows(cfg, dataset["train"], tokenizer, max_length)
-        copy_logits, _ = cached_logits(folder, list(copies["text"]), cfg.eval_batch_size, log,
-                                       precision)
-        encoded = encoded.add_column(TEACHER_COLUMN, copy_logits.tolist())
+        encoded = _with_teacher_columns(cfg, folder, encoded, list(copies["text"]), log)
         # a ClassLabel column cannot hold NO_GOLD_LABEL: the ids as plain integers; columns
         # the copies lack (a hub dataset's idx) are no model input
         train = train.select_columns(encoded.column_names)
@@ -332,6 +350,25 @@ def add_teacher_logits(cfg: Any, dataset, tokenized, tokenizer, max_length: int,
             "teacher only")
     tokenized["train"] = train
     return tokenized
+
+
+def _with_teacher_columns(cfg: Any, folder: Path, rows, texts: list[str], log):
+    """`rows` (the tokenized `texts`) with the teacher's cached logits, and its sentence
+    vectors where the relation term needs them."""
+    import datasets
+
+    precision = labelling_precision(cfg.teacher_precision)
+    outputs = {TEACHER_COLUMN: "logits"}
+    if cfg.distill_relation_weight > 0:
+        outputs[VECTORS_COLUMN] = "vectors"
+    for column, output in outputs.items():
+        values, _ = cached_logits(folder, texts, cfg.eval_batch_size, log, precision, output)
+        if output == "logits":
+            rows = rows.add_column(column, values.tolist())
+        else:  # as the cache holds them: float64 would double a wide column's size
+            rows = rows.add_column(column, list(values),
+                                   feature=datasets.List(datasets.Value("float32")))
+    return rows
 
 
 def distillation_loss(student_logits, teacher_logits, labels, weight: float,
@@ -352,6 +389,18 @@ def distillation_loss(student_logits, teacher_logits, labels, weight: float,
                     reduction="none", log_target=True).sum(dim=-1)
     soft_weight = torch.where(gold, torch.full_like(soft, weight), torch.ones_like(soft))
     return ((1 - weight) * hard + soft_weight * temperature ** 2 * soft).mean()
+
+
+def relation_loss(student_vectors, teacher_vectors):
+    """The mean over the batch's pairs (i, j) of (cos(s_i, s_j) - cos(t_i, t_j))^2: how far
+    the student's pairwise cosine similarities are from the teacher's, in fp32. Neither the
+    vectors' widths nor their lengths matter, so the student needs no projection to the
+    teacher's width (similarity-preserving distillation, Tung & Mori 2019, with cosines)."""
+    import torch.nn.functional as F
+
+    student = F.normalize(student_vectors.float(), dim=-1)
+    teacher = F.normalize(teacher_vectors.to(student.device).float(), dim=-1)
+    return ((student @ student.T - teacher @ teacher.T) ** 2).mean()
 
 
 def teacher_scores(cfg: Any, dataset, splits: tuple[str, ...] = ("validation", "test"),
@@ -378,6 +427,7 @@ def teacher_scores(cfg: Any, dataset, splits: tuple[str, ...] = ("validation", "
             "precision": precision, "distill_weight": cfg.distill_weight,
             "distill_temperature": cfg.distill_temperature,
             "distill_augment": cfg.distill_augment,
+            "distill_relation_weight": cfg.distill_relation_weight,
             "transfer_copies": cfg.distill_augment * len(dataset["train"]), **record}
 
 

@@ -29,6 +29,7 @@ multi-label heads, encoder-decoder models.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 
 import torch
@@ -132,6 +133,23 @@ class MeanPoolingForSequenceClassification(PreTrainedModel):
         return SequenceClassifierOutput(loss=loss, logits=logits,
                                         hidden_states=outputs.hidden_states,
                                         attentions=outputs.attentions)
+
+
+@contextlib.contextmanager
+def capturing_sentence_vectors(model: MeanPoolingForSequenceClassification):
+    """Within the block, each forward of `model` appends its sentence vectors (the masked
+    mean the head reads, [batch, hidden], before dropout, still in the graph) to the list
+    this yields. A hook on the head's dropout, so the forward and saved folders stay as they
+    are. Anything but this class is a TypeError: other heads read other vectors."""
+    if not isinstance(model, MeanPoolingForSequenceClassification):
+        raise TypeError(f"{type(model).__name__} is not a mean-pooling classifier: only "
+                        "MeanPoolingForSequenceClassification's sentence vectors are read")
+    vectors: list[torch.Tensor] = []
+    handle = model.dropout.register_forward_pre_hook(lambda _m, args: vectors.append(args[0]))
+    try:
+        yield vectors
+    finally:
+        handle.remove()
 
 
 def build_encoder(config: PreTrainedConfig) -> PreTrainedModel:

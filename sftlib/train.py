@@ -35,7 +35,7 @@ import logging
 import math
 import os
 import shutil
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,7 +55,7 @@ from transformers import (
 from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.trainer_utils import has_length
 
-from sftlib import averaging, distill, layerwise, schedules, tokens
+from sftlib import averaging, distill, layerwise, pooling_model, schedules, tokens
 from sftlib.config import RunConfig
 from sftlib.filemodes import match_umask
 from sftlib.hardware import cpu_has_native_bf16  # detect_hardware asks it
@@ -199,7 +199,9 @@ class WorkbenchTrainer(Trainer):
     - with `weight_averaging=ema`, the average in each checkpoint (as its model weights,
       the trained ones in `averaging.TRAINING_WEIGHTS`), put back on resume.
     - distillation (`sftlib.distill`): a train batch that carries `teacher_logits` is scored
-      with `distill.distillation_loss`; evaluation batches carry none (plain cross-entropy).
+      with `distill.distillation_loss`, plus `distill.relation_loss` on the student's sentence
+      vectors when it carries `teacher_vectors`; evaluation batches carry none (plain
+      cross-entropy).
     - with `grad_accum_steps` > 1, a task whose loss is a per-example mean (classification,
       distillation) has each micro-batch's loss divided by the accumulation steps, as one
       large batch would (Trainer divides only losses it does not take as token-normalized).
@@ -259,19 +261,29 @@ class WorkbenchTrainer(Trainer):
         """Trainer keeps only the columns `forward` takes (remove_unused_columns): the
         teacher's logits are for `compute_loss`, so they are kept too."""
         super()._set_signature_columns_if_needed()
-        if distill.TEACHER_COLUMN not in self._signature_columns:
-            self._signature_columns.append(distill.TEACHER_COLUMN)
+        for column in distill.TRAIN_ONLY_COLUMNS:
+            if column not in self._signature_columns:
+                self._signature_columns.append(column)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """Trainer's loss; with the teacher's logits in the batch (train split only), the
-        distillation loss of the same forward pass instead."""
+        distillation loss of the same forward pass instead, plus the relation term where the
+        batch has the teacher's sentence vectors too."""
         teacher_logits = inputs.pop(distill.TEACHER_COLUMN, None)
-        loss, outputs = super().compute_loss(model, inputs, return_outputs=True,
-                                             num_items_in_batch=num_items_in_batch)
+        teacher_vectors = inputs.pop(distill.VECTORS_COLUMN, None)
+        with ExitStack() as stack:
+            if teacher_vectors is not None:  # the student's, from the same forward pass
+                student_vectors = stack.enter_context(pooling_model.capturing_sentence_vectors(
+                    self.accelerator.unwrap_model(model)))
+            loss, outputs = super().compute_loss(model, inputs, return_outputs=True,
+                                                 num_items_in_batch=num_items_in_batch)
         if teacher_logits is not None:
             loss = distill.distillation_loss(outputs.logits, teacher_logits, inputs["labels"],
                                              self.run_config.distill_weight,
                                              self.run_config.distill_temperature)
+        if teacher_vectors is not None:
+            loss = loss + self.run_config.distill_relation_weight * distill.relation_loss(
+                student_vectors[0], teacher_vectors)
         return (loss, outputs) if return_outputs else loss
 
     def _get_eval_sampler(self, eval_dataset):

@@ -193,7 +193,8 @@ class ClassificationTask:
         checked = {"model_path": model_path, "split_sizes": sizes,
                    "label_names": data.label_names(dataset), "data_findings": findings}
         if cfg.teacher is not None:  # distillation: the teacher must know the same labels
-            checked["teacher"] = distill.check_teacher(cfg.teacher, checked["label_names"])
+            checked["teacher"] = distill.check_teacher(cfg.teacher, checked["label_names"],
+                                                       vectors=cfg.distill_relation_weight > 0)
             distill.labelling_precision(cfg.teacher_precision)  # a GPU without bf16: refused
         return checked
 
@@ -239,8 +240,9 @@ class ClassificationTask:
                                   ) -> tuple[dict[str, dict[str, float]], dict[str, pd.DataFrame]]:
         """The metrics and every example's prediction, from one Trainer.predict per split."""
         results, frames = {}, {}
-        # the train split's model columns, less the teacher's logits (train only)
-        columns = [c for c in trainer.train_dataset.column_names if c != distill.TEACHER_COLUMN]
+        # the train split's model columns, less the teacher's (train only)
+        columns = [c for c in trainer.train_dataset.column_names
+                   if c not in distill.TRAIN_ONLY_COLUMNS]
         for split in splits:
             rows = tokenized[split].select_columns(columns)
             order = tokens.length_order(rows)  # batches of similar lengths pad little
