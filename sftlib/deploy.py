@@ -53,6 +53,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -161,6 +162,7 @@ def export_onnx(export_dir: str | Path, texts: Sequence[str],
 
 
 BACKENDS = ("torch", "onnx")
+OUTPUTS = ("logits", "vectors")  # what `Predictor.outputs` gives
 
 
 class Predictor:
@@ -201,49 +203,70 @@ class Predictor:
 
     def logits(self, texts: list[str]) -> np.ndarray:
         """Raw logits, one row per text, in input order."""
-        return self._in_input_order(texts, self._batch_logits, len(self.labels))
+        return self._in_input_order(texts, lambda batch: {"logits": self._batch_logits(batch)},
+                                    {"logits": len(self.labels)})["logits"]
 
     def sentence_vectors(self, texts: list[str]) -> np.ndarray:
         """The vector the head reads, one row per text, in input order: the masked mean of
-        the token states. Mean-pooled models on the torch backend only (a TypeError else:
-        a [CLS] head reads a vector of its own architecture's making)."""
-        if self.model is None:
-            raise TypeError("sentence vectors come from the torch backend, not ONNX")
-        return self._in_input_order(texts, self._batch_vectors, self.model.config.hidden_size)
+        the token states (mean-pooled models, torch backend; see `outputs`)."""
+        return self.outputs(texts, ("vectors",))["vectors"]
 
-    def _in_input_order(self, texts: list[str], batch_rows, width: int) -> np.ndarray:
-        """`batch_rows` over batches of similar lengths (little padding), rows put back in
-        the order of `texts`."""
+    def outputs(self, texts: list[str], which: Sequence[str] = OUTPUTS,
+                ) -> dict[str, np.ndarray]:
+        """`which` of "logits" and "vectors" (`sentence_vectors`), one row per text in input
+        order, from one forward pass per batch. Vectors need a mean-pooled model on the torch
+        backend (a TypeError else: a [CLS] head reads a vector of its own architecture's)."""
+        unknown = set(which) - set(OUTPUTS)
+        if unknown or not which:
+            raise ValueError(f"outputs {list(which)}: some of {', '.join(OUTPUTS)}")
+        if "vectors" in which and not isinstance(
+                self.model, pooling_model.MeanPoolingForSequenceClassification):
+            raise TypeError(f"{self.folder} is not a mean-pooled classifier on the torch "
+                            "backend: it has no sentence vectors")
+        widths = {"logits": len(self.labels), "vectors": getattr(self.model.config,
+                                                                   "hidden_size", 0)}
+        return self._in_input_order(texts, lambda batch: self._batch_outputs(batch, which),
+                                    {name: widths[name] for name in which})
+
+    def _in_input_order(self, texts: list[str], batch_rows, widths: dict[str, int],
+                        ) -> dict[str, np.ndarray]:
+        """`batch_rows` (batch texts -> {name: rows}) over batches of similar lengths (little
+        padding), each name's rows put back in the order of `texts`."""
         if isinstance(texts, str):
             raise TypeError("pass a list of texts, not a single string")
         order = np.argsort([len(t) for t in texts], kind="stable")
-        out = np.zeros((len(texts), width), dtype=np.float32)
+        out = {name: np.zeros((len(texts), width), dtype=np.float32)
+               for name, width in widths.items()}
         for start in range(0, len(texts), self.batch_size):
             index = order[start:start + self.batch_size]
-            out[index] = batch_rows([texts[i] for i in index])
+            rows = batch_rows([texts[i] for i in index])
+            for name in out:
+                out[name][index] = rows[name]
         return out
 
     @torch.inference_mode()
     def _batch_logits(self, texts: list[str]) -> np.ndarray:
         if self.session is not None:
             return self.session.run(self._tokenized(texts, "np"))
-        with self._autocast():
-            return self.model(**self._tokenized(texts, "pt")).logits.float().cpu().numpy()
+        return self._batch_outputs(texts, ("logits",))["logits"]
 
     @torch.inference_mode()
-    def _batch_vectors(self, texts: list[str]) -> np.ndarray:
-        with pooling_model.capturing_sentence_vectors(self.model) as vectors, self._autocast():
-            self.model(**self._tokenized(texts, "pt"))
-        return vectors[0].float().cpu().numpy()
+    def _batch_outputs(self, texts: list[str], which: Sequence[str]) -> dict[str, np.ndarray]:
+        with ExitStack() as stack:
+            vectors = (stack.enter_context(pooling_model.capturing_sentence_vectors(self.model))
+                       if "vectors" in which else None)
+            stack.enter_context(torch.autocast(torch.device(self.device).type,
+                                               dtype=torch.bfloat16, enabled=self.bf16))
+            logits = self.model(**self._tokenized(texts, "pt")).logits
+        rows = {"logits": logits} if "logits" in which else {}
+        if vectors is not None:
+            rows["vectors"] = vectors[0]
+        return {name: value.float().cpu().numpy() for name, value in rows.items()}
 
     def _tokenized(self, texts: list[str], tensors: str) -> dict[str, Any]:
         batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
                                return_tensors=tensors)
         return batch if tensors == "np" else {k: v.to(self.device) for k, v in batch.items()}
-
-    def _autocast(self):
-        return torch.autocast(torch.device(self.device).type, dtype=torch.bfloat16,
-                              enabled=self.bf16)
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         return softmax(self.logits(texts))

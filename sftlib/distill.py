@@ -175,42 +175,59 @@ def labelling_precision(setting: str) -> str:
     return "bf16" if setting == "bf16" or native else "fp32"
 
 
-OUTPUTS = ("logits", "vectors")  # what a teacher's pass can cache: Predictor's methods
-
-
 def cached_logits(folder: Path, texts: list[str], batch_size: int = 64, log=print,
                   precision: str = "fp32", output: str = "logits",
                   ) -> tuple[np.ndarray, dict[str, Any]]:
     """The teacher's logits for `texts` (rows in their order) and where they came from;
     `precision` ("fp32" or "bf16", see `labelling_precision`) is the forward pass's;
-    `output="vectors"`: its sentence vectors instead (`Predictor.sentence_vectors`).
+    `output="vectors"`: its sentence vectors instead (`cached_outputs` for both)."""
+    arrays, info = cached_outputs(folder, texts, batch_size, log, precision, (output,))
+    return arrays[output], {**info, "cache": info["cache"][output]}
 
-    Read from the cache when present; else computed once with `Predictor` and written
-    atomically (a temporary file renamed). An flock on `<entry>.lock` makes one process
-    compute a missing entry: the other ranks of a torchrun job, or a sweep's concurrent runs,
-    wait for it and read the cache instead of computing the same array again."""
-    from sftlib.deploy import trained_max_length
 
+def cached_outputs(folder: Path, texts: list[str], batch_size: int = 64, log=print,
+                   precision: str = "fp32", outputs: tuple[str, ...] = ("logits",),
+                   ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The teacher's `outputs` for `texts` ("logits", "vectors": `Predictor.outputs`), one
+    cache entry each, and where they came from.
+
+    Read from the cache when present; the missing ones computed together, in one pass of
+    `Predictor`, each written atomically (a temporary file renamed). An flock on the first
+    missing entry's `<entry>.lock` makes one process compute it: the other ranks of a
+    torchrun job, or a sweep's concurrent runs, wait for it and read the cache instead of
+    computing the same array again."""
+    from sftlib.deploy import OUTPUTS, trained_max_length
+
+    if not outputs or set(outputs) - set(OUTPUTS):
+        raise ValueError(f"outputs {list(outputs)}: some of {', '.join(OUTPUTS)}")
     sha = teacher_sha256(folder)
     max_length = trained_max_length(folder)  # what Predictor uses
-    if output not in OUTPUTS:
-        raise ValueError(f"output {output!r}: one of {', '.join(OUTPUTS)}")
-    path = cache_dir() / f"{cache_key(sha, texts, max_length, precision, output)}.npy"
+    paths = {output: cache_dir() / f"{cache_key(sha, texts, max_length, precision, output)}.npy"
+             for output in outputs}
     info = {"path": str(folder), "sha256": sha, "max_length": max_length,
-            "precision": precision, "cache": str(path)}
-    logits = _read_cached(path, len(texts))
-    if logits is None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with _computing_alone(Path(f"{path}.lock"), f"{len(texts)} texts", log):
-            logits = _read_cached(path, len(texts))  # written while this one waited
-            if logits is None:
-                logits, device = _compute_logits(folder, texts, batch_size, max_length, path,
-                                                 bf16=precision == "bf16", output=output)
-                log(f"[distill] teacher {output} for {len(texts)} texts computed on {device} "
-                    f"in {precision}, cached in {path}")
-                return logits, {**info, "cached": False}
-    log(f"[distill] teacher {output} for {len(texts)} texts read from the cache {path}")
-    return logits, {**info, "cached": True}
+            "precision": precision, "cache": {output: str(path) for output, path in paths.items()}}
+    arrays = {output: _read_cached(path, len(texts)) for output, path in paths.items()}
+    missing = [output for output, array in arrays.items() if array is None]
+    if missing:
+        lock = Path(f"{paths[missing[0]]}.lock")
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        with _computing_alone(lock, f"{len(texts)} texts", log):
+            arrays.update({output: _read_cached(paths[output], len(texts))
+                           for output in missing})  # written while this one waited
+            missing = [output for output in missing if arrays[output] is None]
+            if missing:
+                computed, device = _compute_outputs(folder, texts, batch_size, max_length,
+                                                    {output: paths[output] for output in missing},
+                                                    bf16=precision == "bf16")
+                arrays.update(computed)
+                log(f"[distill] teacher {' and '.join(missing)} for {len(texts)} texts "
+                    f"computed on {device} in {precision}, cached in "
+                    f"{', '.join(str(paths[output]) for output in missing)}")
+    for output in outputs:
+        if output not in missing:
+            log(f"[distill] teacher {output} for {len(texts)} texts read from the cache "
+                f"{paths[output]}")
+    return arrays, {**info, "cached": not missing}
 
 
 @contextlib.contextmanager
@@ -257,22 +274,23 @@ def _read_cached(path: Path, rows: int) -> np.ndarray | None:
     return logits if logits.ndim == 2 and logits.shape[0] == rows else None
 
 
-def _compute_logits(folder: Path, texts: list[str], batch_size: int, max_length: int,
-                    path: Path, bf16: bool = False, output: str = "logits",
-                    ) -> tuple[np.ndarray, str]:
-    """The teacher's logits (or sentence vectors) for `texts`, saved to `path` atomically,
-    and the device they ran on."""
+def _compute_outputs(folder: Path, texts: list[str], batch_size: int, max_length: int,
+                     paths: dict[str, Path], bf16: bool = False,
+                     ) -> tuple[dict[str, np.ndarray], str]:
+    """The teacher's outputs named by `paths` for `texts`, from one pass, each saved to its
+    path atomically; and the device they ran on."""
     from sftlib.deploy import Predictor
 
     predictor = Predictor(folder, batch_size=batch_size, max_length=max_length,
                           device=_rank_device(), bf16=bf16)
-    rows = predictor.logits if output == "logits" else predictor.sentence_vectors
-    logits = rows(list(texts))
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npy.tmp", delete=False) as tmp:
-        np.save(tmp, logits)
-    os.replace(tmp.name, path)
-    match_umask(path)  # a temporary file is created 0600, whatever the umask says
-    return logits, predictor.device
+    arrays = predictor.outputs(list(texts), tuple(paths))
+    for output, path in paths.items():
+        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npy.tmp",
+                                         delete=False) as tmp:
+            np.save(tmp, arrays[output])
+        os.replace(tmp.name, path)
+        match_umask(path)  # a temporary file is created 0600, whatever the umask says
+    return arrays, predictor.device
 
 
 def _rank_device() -> str | None:
@@ -361,8 +379,10 @@ def _with_teacher_columns(cfg: Any, folder: Path, rows, texts: list[str], log):
     outputs = {TEACHER_COLUMN: "logits"}
     if cfg.distill_relation_weight > 0:
         outputs[VECTORS_COLUMN] = "vectors"
+    arrays, _ = cached_outputs(folder, texts, cfg.eval_batch_size, log, precision,
+                               tuple(outputs.values()))
     for column, output in outputs.items():
-        values, _ = cached_logits(folder, texts, cfg.eval_batch_size, log, precision, output)
+        values = arrays[output]
         if output == "logits":
             rows = rows.add_column(column, values.tolist())
         else:  # as the cache holds them: float64 would double a wide column's size

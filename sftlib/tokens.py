@@ -319,7 +319,8 @@ def tokenize_splits(dd: datasets.DatasetDict, tokenizer: PreTrainedTokenizerBase
 
 MODEL_COLUMNS = ("input_ids", "attention_mask", "token_type_ids", "position_ids", "label",
                  "labels",
-                 "teacher_logits")  # distillation (sftlib.distill): the trainer's loss reads them
+                 # distillation (sftlib.distill's TRAIN_ONLY_COLUMNS): the trainer's loss reads them
+                 "teacher_logits", "teacher_vectors")
 
 
 def length_order(ds: datasets.Dataset) -> np.ndarray:

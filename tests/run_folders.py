@@ -63,3 +63,17 @@ def save_tiny_classifier(base, folder, labels=LABELS):
     AutoTokenizer.from_pretrained(base).save_pretrained(folder)
     RunConfig(model=str(base), max_length=64).save(folder / "run_config.json")
     return folder
+
+
+def save_tiny_mean_classifier(base, folder, labels=LABELS):
+    """`save_tiny_classifier`, mean-pooled (sftlib.pooling_model's head): a teacher with
+    sentence vectors, for the relation term."""
+    from transformers import AutoTokenizer
+
+    from sftlib.tasks.classification import build_classifier
+
+    cfg = RunConfig(model=str(base), max_length=64, pooling="mean", seed=1)
+    build_classifier(cfg, list(labels)).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(base).save_pretrained(folder)
+    cfg.save(folder / "run_config.json")
+    return folder

@@ -11,7 +11,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from run_folders import LABELS, save_tiny_classifier
+from run_folders import LABELS, save_tiny_classifier, save_tiny_mean_classifier
 
 from sftlib import distill
 from sftlib.config import ConfigError, RunConfig, field_defaults, inert_options
@@ -26,6 +26,14 @@ def teacher_run(tiny_model_folder, tmp_path_factory):
     """A run folder holding a tiny classifier in model/, as notebook 03 leaves one."""
     run = tmp_path_factory.mktemp("teacher-run")
     save_tiny_classifier(tiny_model_folder, run / "model")
+    return run
+
+
+@pytest.fixture(scope="module")
+def mean_teacher_run(tiny_model_folder, tmp_path_factory):
+    """A run folder holding a tiny mean-pooled classifier: a teacher with sentence vectors."""
+    run = tmp_path_factory.mktemp("mean-teacher-run")
+    save_tiny_mean_classifier(tiny_model_folder, run / "model")
     return run
 
 
@@ -67,6 +75,36 @@ def test_distillation_loss_matches_numpy_on_a_constructed_batch():
     plain = distill.distillation_loss(torch.tensor(student), torch.tensor(teacher),
                                       torch.tensor(labels), 0.0, temperature)
     assert plain.item() == pytest.approx(ce, rel=1e-6)  # weight 0: cross-entropy alone
+
+
+def test_relation_loss_by_hand():
+    # student: two orthogonal vectors (cosines [[1, 0], [0, 1]]); teacher: the same direction
+    # twice, at other lengths and width (cosines all 1): two of the four entries differ by 1
+    student = torch.tensor([[2.0, 0.0], [0.0, 0.5]])
+    teacher = torch.tensor([[1.0, 0.0, 0.0], [3.0, 0.0, 0.0]])
+    assert distill.relation_loss(student, teacher).item() == pytest.approx(0.5, rel=1e-6)
+    # cosines 0.6 (student) and -1 (teacher) off the diagonal: 2 * 1.6^2 / 4
+    student = torch.tensor([[1.0, 0.0], [0.6, 0.8]])
+    teacher = torch.tensor([[0.0, 2.0, 0.0], [0.0, -1.0, 0.0]])
+    assert distill.relation_loss(student, teacher).item() == pytest.approx(1.28, rel=1e-6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(2, 12), st.integers(2, 6), st.integers(0, 10_000))
+def test_relation_loss_sees_angles_only(rows, width, seed):
+    """Zero for a teacher that is the student rotated into a wider space and each row
+    rescaled; within [0, 4]; symmetric in student and teacher."""
+    generator = torch.Generator().manual_seed(seed)
+    student = torch.randn(rows, width, generator=generator, dtype=torch.float64)
+    wide = torch.linalg.qr(torch.randn(width + 3, width + 3, generator=generator,
+                                       dtype=torch.float64))[0][:, :width]  # orthonormal
+    scales = torch.rand(rows, 1, generator=generator, dtype=torch.float64) * 10 + 0.1
+    teacher = (student @ wide.T) * scales
+    assert distill.relation_loss(student, teacher).item() == pytest.approx(0, abs=1e-10)
+    other = torch.randn(rows, width + 1, generator=generator, dtype=torch.float64)
+    loss = distill.relation_loss(student, other).item()
+    assert 0 <= loss <= 4
+    assert distill.relation_loss(other, student).item() == pytest.approx(loss, rel=1e-9)
 
 
 def test_transfer_copies_are_taught_by_the_teacher_alone():
@@ -144,6 +182,17 @@ def test_distillation_keys_are_validated():
     with pytest.raises(ConfigError, match=r"teacher_precision: 'fp16' is not one of fp32, bf16"):
         RunConfig(teacher="reports/x", teacher_precision="fp16")
     assert "teacher_precision" in inert_options(field_defaults())  # no teacher: no label
+    with pytest.raises(ConfigError, match=r"distill_relation_weight: distillation options"):
+        RunConfig(pooling="mean", distill_relation_weight=1.0)
+    with pytest.raises(ConfigError, match=r"distill_relation_weight: must be >= 0"):
+        RunConfig(teacher="reports/x", pooling="mean", distill_relation_weight=-0.5)
+    with pytest.raises(ConfigError, match=r"distill_relation_weight: the relation term compares "
+                                          r"sentence vectors, which the mean-pooling head has; "
+                                          r"set pooling=mean"):
+        RunConfig(teacher="reports/x", distill_relation_weight=1.0)  # pooling=cls
+    assert RunConfig(teacher="reports/x", pooling="mean",
+                     distill_relation_weight=1.0).distill_relation_weight == 1.0
+    assert "distill_relation_weight" in inert_options(field_defaults())
 
 
 # the teacher, checked in the preflight ---------------------------------------------------
@@ -336,11 +385,11 @@ from pathlib import Path
 from sftlib import deploy, distill
 teacher, ready, go = (Path(arg) for arg in sys.argv[1:4])
 texts = [f"review {i}: " + "a fine film, " * (i % 20) for i in range(400)]
-logits = deploy.Predictor.logits
-def slow_logits(self, texts):  # the tiny teacher would be done before the other rank asks
+outputs = deploy.Predictor.outputs
+def slow_outputs(self, texts, which):  # the tiny teacher would be done before the other asks
     time.sleep(3)
-    return logits(self, texts)
-deploy.Predictor.logits = slow_logits
+    return outputs(self, texts, which)
+deploy.Predictor.outputs = slow_outputs
 ready.touch()
 while not go.exists():  # both ranks ask for the logits at the same moment
     time.sleep(0.002)
@@ -496,3 +545,106 @@ def test_teacher_precision_resolves_for_the_device_that_labels(monkeypatch):
         distill.labelling_precision("bf16")
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
     assert distill.labelling_precision("auto") == "bf16"
+
+
+# the relation term: the teacher's sentence vectors -------------------------------------
+
+@pytest.mark.slow  # the tiny model folders take seconds to make
+def test_the_relation_term_needs_a_mean_pooled_teacher_before_training(teacher_run,
+                                                                        mean_teacher_run,
+                                                                        tiny_model_folder,
+                                                                        tmp_path):
+    from sftlib import train
+
+    assert distill.check_teacher(str(mean_teacher_run), LABELS, vectors=True)["labels"] == LABELS
+    assert distill.check_teacher(str(teacher_run), LABELS)["labels"] == LABELS  # logits only
+    cfg = RunConfig(**TINY_DISTILL, model=str(tiny_model_folder), teacher=str(teacher_run),
+                    pooling="mean", distill_relation_weight=1.0)
+    with pytest.raises(distill.TeacherError) as refused:
+        train.prepare_training(cfg, tmp_path / "run", notebook=False, log_fn=lambda _m: None)
+    assert str(refused.value) == (
+        f"teacher: {teacher_run / 'model'} is not a mean-pooled classifier, so it has no "
+        "sentence vectors for distill_relation_weight; give a run trained with pooling=mean, "
+        "or set distill_relation_weight=0")
+    assert not (tmp_path / "run" / "model").exists()
+
+
+@pytest.mark.slow  # the tiny model folders take seconds to make
+def test_predictor_gives_logits_and_sentence_vectors_from_one_pass(mean_teacher_run,
+                                                                    teacher_run):
+    from sftlib.deploy import Predictor
+    from sftlib.pooling_model import masked_mean
+
+    texts = ["a fine film", "a tedious, overlong mess of a film that never ends", "ok",
+             "the cast is fine but the script is not", "fine"]
+    predictor = Predictor(mean_teacher_run / "model", batch_size=2)
+    with TeacherForwardCounter(mean_teacher_run / "model") as counter:
+        both = predictor.outputs(texts)
+    assert counter.rows == len(texts)  # one forward a batch gave both
+    assert np.array_equal(both["logits"], predictor.logits(texts))
+    model = predictor.model
+    for text, vector in zip(texts, both["vectors"]):  # each text alone: no padding
+        batch = predictor.tokenizer([text], return_tensors="pt")
+        with torch.no_grad():
+            states = model.encoder(**batch).last_hidden_state
+        assert np.allclose(vector, masked_mean(states, batch["attention_mask"])[0], atol=1e-5)
+    assert np.array_equal(predictor.sentence_vectors(texts), both["vectors"])
+    assert both["vectors"].shape == (5, model.config.hidden_size)
+    with pytest.raises(TypeError, match="is not a mean-pooled classifier"):
+        Predictor(teacher_run / "model").sentence_vectors(texts)
+    with pytest.raises(ValueError, match=r"outputs \['pooler'\]: some of logits, vectors"):
+        predictor.outputs(texts, ("pooler",))
+
+
+@pytest.mark.slow
+def test_the_relation_term_trains_on_cached_teacher_vectors(tiny_model_folder, mean_teacher_run,
+                                                            logits_cache, tmp_path):
+    from sftlib import train
+    from sftlib.deploy import Predictor
+    from sftlib.pooling_model import masked_mean
+    from sftlib.report import Report
+
+    teacher = mean_teacher_run / "model"
+    cfg, run, output, read = distilled_tiny_run(tiny_model_folder, mean_teacher_run,
+                                                tmp_path / "run", pooling="mean",
+                                                distill_augment=1, distill_weight=0.6,
+                                                distill_relation_weight=0.5)
+    assert read == 32 + 32  # logits and vectors of each text (and copy) from one pass
+    assert len(list(logits_cache.glob("*.npy"))) == 4  # both outputs, texts and copies
+    rows = run.tokenized["train"]
+    assert np.allclose(rows[distill.VECTORS_COLUMN], Predictor(teacher).sentence_vectors(
+        rows["text"]), atol=1e-6)
+    assert output.global_step == 2 * 64 // 16 and np.isfinite(output.training_loss)
+
+    # compute_loss: the distillation loss plus 0.5 x the relation term of the student's means
+    batch = next(iter(run.trainer.get_train_dataloader()))
+    assert batch[distill.VECTORS_COLUMN].shape == (16, teacher_width(teacher))
+    model = run.trainer.model.eval()
+    inputs = {k: v for k, v in batch.items() if k not in distill.TRAIN_ONLY_COLUMNS}
+    with torch.no_grad():
+        student = model(**inputs).logits
+        means = masked_mean(model.encoder(input_ids=inputs["input_ids"],
+                                          attention_mask=inputs["attention_mask"],
+                                          token_type_ids=inputs.get("token_type_ids"),
+                                          ).last_hidden_state, inputs["attention_mask"])
+        by_hand = (distill.distillation_loss(student, batch[distill.TEACHER_COLUMN],
+                                             batch["labels"], 0.6, 2.0)
+                   + 0.5 * distill.relation_loss(means, batch[distill.VECTORS_COLUMN]))
+        assert run.trainer.compute_loss(model, dict(batch)).item() == \
+            pytest.approx(by_hand.item(), rel=1e-5)
+
+    with TeacherForwardCounter(teacher) as counter:  # another seed: only the new copies
+        train.prepare_training(cfg.replace(seed=7), tmp_path / "run2", notebook=False,
+                               log_fn=lambda _m: None)
+    assert counter.rows == 32
+
+    scores = train.evaluate_splits(run)  # evaluation rows carry no teacher columns
+    assert set(scores) == {"validation", "test"}
+    distill.record_teacher_scores(cfg, run.dataset, Report(tmp_path / "run"),
+                                  log=lambda _m: None)
+    recorded = json.loads((tmp_path / "run" / "metrics.json").read_text())["teacher"]
+    assert recorded["distill_relation_weight"] == 0.5
+
+
+def teacher_width(folder) -> int:
+    return json.loads((folder / "config.json").read_text())["hidden_size"]
