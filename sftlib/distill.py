@@ -39,10 +39,24 @@ run's seed; their label is -100 (no gold label) and their loss is the soft term 
 teacher). The training loss and samples/s that metrics.json reports count the copies too.
 Each copy adds a pass's worth of training steps; the teacher labels each seed's copies once.
 
+A relation term (`distill_relation_weight=b`, > 0; mean-pooled student and teacher): each
+train batch's loss gains `b * relation_loss`, the mean over the batch's pairs (i, j) of
+(cos(s_i, s_j) - cos(t_i, t_j))^2, with `s` and `t` the student's and the teacher's sentence
+vectors (the masked mean each head reads). The teacher's vectors are cached like its logits
+(another entry, the same pass: `cached_outputs`) and ride in the `teacher_vectors` column; the
+student's come from the training forward (`pooling_model.capturing_sentence_vectors`). Only
+angles count, so the 384-wide student needs no projection to a 768-wide teacher: the
+similarity-preserving loss of Tung & Mori (2019), "Similarity-preserving knowledge
+distillation", with cosine similarities. It passes on how the teacher's representation
+groups texts, which its logits (one margin, for two labels) do not carry.
+
 Not supported: hub ids as teachers (give a local folder), a teacher of the instruction task,
-teacher logits recomputed under dropout (they are fixed per text), intermediate-layer
-(feature) distillation, synonym replacement (Tang et al.'s third perturbation: it needs a
-tagger and embeddings), and augmentation without a teacher (a copy has no label to learn).
+teacher logits recomputed under dropout (they are fixed per text), the relation term with a
+[CLS] head (student or teacher: its vector passes through a pooler of the architecture's
+own), distillation of inner layers' token states (TinyBERT's: the teacher would run at every
+step) or through a learned projection (FitNets'), synonym replacement (Tang et al.'s third
+perturbation: it needs a tagger and embeddings), and augmentation without a teacher (a copy
+has no label to learn).
 """
 
 from __future__ import annotations
