@@ -80,6 +80,18 @@ def _shown_base(sweep: dict) -> dict:
 TITLE = "A learning-rate sweep on the default data, compared"
 
 
+def _mean_minutes(times: dict, runs: list[dict]) -> str:
+    """Minutes a run on average: per config where the runs have more than one (a 1-epoch
+    config and a 4-epoch one average to neither)."""
+    by_config: dict[str, list[float]] = {}
+    for row in runs:
+        by_config.setdefault(row["config"], []).append(row["run_s"])
+    if len(by_config) < 2:
+        return f"{times['run_mean_s'] / 60:.1f} minutes a run on average"
+    return "minutes a run on average: " + "; ".join(
+        f"{label}: {sum(seconds) / len(seconds) / 60:.1f}" for label, seconds in by_config.items())
+
+
 def readme(comparison: dict, times: dict, cpu: dict, commands: list[str], sweep: dict,
            note: str = "", title: str = TITLE, sweeps: int = 1,
            runs: list[dict] | None = None) -> str:
@@ -104,7 +116,7 @@ def readme(comparison: dict, times: dict, cpu: dict, commands: list[str], sweep:
             f"{times['wall_s'] / 60:.1f} minutes from the first run's start to the last one's "
             "end" if sweeps == 1 else  # several sweeps: other runs ran between them
             f"{times['run_total_s'] / 60:.1f} minutes of runs in all") +
-        f" ({times['run_mean_s'] / 60:.1f} minutes a run on average"
+        f" ({_mean_minutes(times, runs or [])}"
         f"{'; ' + note if note else ''}).",
         f"- Base config (the rest: RunConfig defaults): {json.dumps(_shown_base(sweep))}",
         "",

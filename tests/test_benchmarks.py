@@ -49,3 +49,14 @@ def test_summary_medians_and_ratios():
     assert summary["recipes"]["sftlib"]["mfu_fp32"] == pytest.approx(0.01)
     text = markdown(summary, {"machine": "m", "date": "d", "reps": 3, "train_rows": 10})
     assert "| sftlib/tutorial | 25.00x | 25.00x |" in text and "0.8000" in text
+
+
+def test_a_study_readme_averages_run_minutes_per_config():
+    from benchmarks import sweep_report
+
+    times = {"run_mean_s": 900.0}
+    one = [{"config": "epochs=1.0", "run_s": s} for s in (600.0, 660.0)]
+    assert sweep_report._mean_minutes(times, one) == "15.0 minutes a run on average"
+    two = one + [{"config": "epochs=4.0", "run_s": 2400.0}]
+    assert sweep_report._mean_minutes(times, two) == \
+        "minutes a run on average: epochs=1.0: 10.5; epochs=4.0: 40.0"
