@@ -174,6 +174,8 @@ class Predictor:
     threads as torch uses. Both tokenize the same way, with the same max_length.
     `bf16` (torch backend, not with `quantize`): the forward pass under bf16 autocast, fast
     where the GPU or CPU has bf16 units; logits come back as fp32 numbers either way.
+    `outputs` gives the logits and, for a mean-pooled model, the sentence vectors its head
+    reads, from one pass (distillation's teacher labels with it).
     """
 
     def __init__(self, model_dir: str | Path, batch_size: int = 32, device: str | None = None,
@@ -203,8 +205,7 @@ class Predictor:
 
     def logits(self, texts: list[str]) -> np.ndarray:
         """Raw logits, one row per text, in input order."""
-        return self._in_input_order(texts, lambda batch: {"logits": self._batch_logits(batch)},
-                                    {"logits": len(self.labels)})["logits"]
+        return self.outputs(texts, ("logits",))["logits"]
 
     def sentence_vectors(self, texts: list[str]) -> np.ndarray:
         """The vector the head reads, one row per text, in input order: the masked mean of
@@ -223,8 +224,8 @@ class Predictor:
                 self.model, pooling_model.MeanPoolingForSequenceClassification):
             raise TypeError(f"{self.folder} is not a mean-pooled classifier on the torch "
                             "backend: it has no sentence vectors")
-        widths = {"logits": len(self.labels), "vectors": getattr(self.model.config,
-                                                                   "hidden_size", 0)}
+        widths = {"logits": len(self.labels),
+                  "vectors": getattr(getattr(self.model, "config", None), "hidden_size", 0)}
         return self._in_input_order(texts, lambda batch: self._batch_outputs(batch, which),
                                     {name: widths[name] for name in which})
 
@@ -245,13 +246,9 @@ class Predictor:
         return out
 
     @torch.inference_mode()
-    def _batch_logits(self, texts: list[str]) -> np.ndarray:
-        if self.session is not None:
-            return self.session.run(self._tokenized(texts, "np"))
-        return self._batch_outputs(texts, ("logits",))["logits"]
-
-    @torch.inference_mode()
     def _batch_outputs(self, texts: list[str], which: Sequence[str]) -> dict[str, np.ndarray]:
+        if self.session is not None:  # ONNX: logits only (`outputs` refuses vectors)
+            return {"logits": self.session.run(self._tokenized(texts, "np"))}
         with ExitStack() as stack:
             vectors = (stack.enter_context(pooling_model.capturing_sentence_vectors(self.model))
                        if "vectors" in which else None)
