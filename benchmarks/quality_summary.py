@@ -57,6 +57,9 @@ HEAD_TO_HEAD = (
           "it trained 4 epochs and against it at temperature 4"),
     Study("sweep_transfer_size", "8 copies a text (1 epoch) against 2 (2 epochs), both with "
           "the same teacher's bf16 labels"),
+    Study("sweep_relation", "the relation term (the student's pairwise cosine similarities "
+          "pulled to the teacher's) at weight 0.1 and 1 against none, on the 2-copy "
+          "transfer-set recipe with the same teacher's bf16 labels"),
 )
 TEACHER_STUDY = "sweep_mpnet"  # the teacher recipe: mpnet-base fine-tuned, 3 seeds
 # the targets (validation accuracy, mean of 3 seeds)
