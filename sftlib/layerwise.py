@@ -4,9 +4,11 @@ With decay factor d in (0, 1] and L encoder layers numbered 0 (next to the embed
 L-1 (the top), the peak learning rates are
 
 - the head (everything outside the encoder: classifier, and the encoder's pooler): lr
-- encoder layer i: lr * d**(L-1-i), so the top layer also trains at lr
-- the embeddings (and MPNet's `relative_attention_bias`, DeBERTa's `rel_embeddings`):
-  lr * d**L
+- a final norm after the top layer (`final_norm`, ModernBERT's): lr, as the top layer
+- encoder layer i: lr * d**(L-1-i), so the top layer also trains at lr; DeBERTa-v2's
+  `encoder.conv` (applied with layer 0's output) with layer 0
+- the embeddings (and MPNet's `relative_attention_bias`, DeBERTa's `rel_embeddings` with
+  DeBERTa-v2's `encoder.LayerNorm`, which normalizes them): lr * d**L
 
 The schedule (`sftlib.schedules.make_scheduler`, a LambdaLR) multiplies every group's own
 peak by the same factor, so each group follows the schedule's shape from its own peak; the
@@ -16,12 +18,12 @@ Each block is split once more by Trainer's weight-decay rule
 (`Trainer.get_decay_parameter_names`: no decay for biases and LayerNorm weights), so the
 optimizer's param groups are (block) x (decay, no decay), empty ones left out.
 
-Supported: encoders whose repeated layers are named `<base>.encoder.layer.<i>.` or
-`<base>.transformer.layer.<i>.` (BERT, RoBERTa, ELECTRA, MiniLM, MPNet, DistilBERT,
-DeBERTa), with the head outside `<base>.` (or the encoder alone). Not supported, and refused
-with a `ConfigError` when the optimizer's groups are built (before training): a model whose
-layers are not found that way, or an encoder parameter that is neither in a layer, an
-embedding nor the pooler (e.g. a final norm after the layers: its depth would be a guess).
+Supported: encoders whose repeated layers are named `<base>.encoder.layer.<i>.`,
+`<base>.transformer.layer.<i>.` or `<base>.layers.<i>.` (BERT, RoBERTa, ELECTRA, MiniLM,
+MPNet, DistilBERT, DeBERTa and DeBERTa-v2/v3, ModernBERT), with the head outside `<base>.`
+(or the encoder alone). Not supported, and refused with a `ConfigError` when the optimizer's
+groups are built (before training): a model whose layers are not found that way, or an
+encoder parameter that is none of the above (its depth would be a guess).
 """
 
 from __future__ import annotations
@@ -35,10 +37,15 @@ import torch
 
 from sftlib.config import ConfigError
 
-LAYER = re.compile(r"^(?P<base>(?:.*\.)?)(?:encoder|transformer)\.layers?\.(?P<index>\d+)\.")
+# the shortest base (lazy): "bert." for bert.encoder.layer.0., "" for encoder.layer.0.
+LAYER = re.compile(r"^(?P<base>(?:.*?\.)??)(?:(?:encoder|transformer)\.)?layers?\."
+                   r"(?P<index>\d+)\.")
 # below the first layer: the input embeddings and position biases every layer shares
 EMBEDDINGS = re.compile(r"(?:^|\.)(?:embeddings|relative_attention_bias|rel_embeddings)\.")
+REL_EMBEDDINGS_NORM = re.compile(r"(?:^|\.)encoder\.LayerNorm\.")  # DeBERTa-v2's, see above
+FIRST_LAYER_CONV = re.compile(r"(?:^|\.)encoder\.conv\.")  # DeBERTa-v2's, with layer 0
 POOLER = re.compile(r"(?:^|\.)pooler\.")
+FINAL_NORM = re.compile(r"(?:^|\.)final_norm\.")  # after the top layer: ModernBERT's
 
 
 @dataclass(frozen=True)
@@ -59,10 +66,14 @@ def assign_blocks(names: Iterable[str]) -> dict[str, Block]:
         found = f"layer prefixes {sorted(bases)}" if bases else "no parameter named like that"
         raise ConfigError(
             "layerwise_lr_decay: cannot find the encoder's layers (parameters named "
-            f"'<base>.encoder.layer.<i>.' or '<base>.transformer.layer.<i>.'; {found}); "
-            "supported: BERT-family and MPNet encoders. Set layerwise_lr_decay=1.0")
+            f"'<base>.encoder.layer.<i>.', '<base>.transformer.layer.<i>.' or "
+            f"'<base>.layers.<i>.'; {found}); supported: BERT-family, MPNet, DeBERTa and "
+            "ModernBERT encoders. Set layerwise_lr_decay=1.0")
     base, = bases
     count = 1 + max(int(m["index"]) for m in layers.values() if m)
+    # DeBERTa-v2 normalizes its relative embeddings with encoder.LayerNorm; elsewhere a norm
+    # of that name could sit anywhere
+    rel_embeddings = any("rel_embeddings" in name for name in names)
     blocks = {}
     for name in names:
         if layers[name]:
@@ -70,7 +81,11 @@ def assign_blocks(names: Iterable[str]) -> dict[str, Block]:
             blocks[name] = Block(f"layer {index}", count - 1 - index)
         elif not name.startswith(base) or POOLER.search(name):
             blocks[name] = Block("head", 0)
-        elif EMBEDDINGS.search(name):
+        elif FINAL_NORM.search(name):
+            blocks[name] = Block("final norm", 0)
+        elif FIRST_LAYER_CONV.search(name):
+            blocks[name] = Block("layer 0", count - 1)
+        elif EMBEDDINGS.search(name) or (rel_embeddings and REL_EMBEDDINGS_NORM.search(name)):
             blocks[name] = Block("embeddings", count)
         else:
             raise ConfigError(

@@ -108,9 +108,67 @@ def test_a_model_whose_layers_are_not_found_is_refused_when_the_trainer_is_built
     assert layerwise.peak_lr_table(model, 1e-3, 1.0).to_dict("index") == {"all": {
         "depth": 0, "lr factor": 1.0, "peak lr": 1e-3,
         "parameters": sum(p.numel() for p in model.parameters())}}
-    with pytest.raises(ConfigError, match="cannot place parameter 'bert.encoder.final_norm"):
+    with pytest.raises(ConfigError, match="cannot place parameter 'bert.encoder.gate"):
         layerwise.assign_blocks(["bert.encoder.layer.0.dense.weight",
-                                 "bert.encoder.final_norm.weight"])
+                                 "bert.encoder.gate.weight"])
+    # a LayerNorm of the encoder's own is DeBERTa-v2's only beside its relative embeddings
+    with pytest.raises(ConfigError, match="cannot place parameter 'bert.encoder.LayerNorm"):
+        layerwise.assign_blocks(["bert.encoder.layer.0.dense.weight",
+                                 "bert.encoder.LayerNorm.weight"])
+
+
+def test_the_encoder_alone_is_placed():
+    from transformers import BertConfig, BertModel
+
+    model = BertModel(BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=2,
+                                 num_attention_heads=2, intermediate_size=32))
+    blocks = layerwise.assign_blocks(n for n, _ in model.named_parameters())
+    assert blocks["embeddings.word_embeddings.weight"] == layerwise.Block("embeddings", 2)
+    assert blocks["encoder.layer.0.output.dense.weight"] == layerwise.Block("layer 0", 1)
+    assert blocks["pooler.dense.weight"] == layerwise.Block("head", 0)
+
+
+@pytest.mark.parametrize("conv", [0, 3])  # DeBERTa-v3's shape; v2-xlarge's has a conv
+def test_deberta_v2_names_are_placed(conv):
+    from transformers import DebertaV2Config, DebertaV2ForSequenceClassification
+
+    config = DebertaV2Config(vocab_size=64, hidden_size=16, num_hidden_layers=3,
+                             num_attention_heads=2, intermediate_size=32,
+                             max_position_embeddings=32, relative_attention=True,
+                             position_buckets=8, norm_rel_ebd="layer_norm",
+                             pos_att_type=["p2c", "c2p"], conv_kernel_size=conv)
+    model = DebertaV2ForSequenceClassification(config)
+    blocks = layerwise.assign_blocks(n for n, _ in model.named_parameters())
+    assert blocks["deberta.encoder.rel_embeddings.weight"] == \
+        blocks["deberta.encoder.LayerNorm.weight"] == layerwise.Block("embeddings", 3)
+    assert blocks["deberta.encoder.layer.2.output.dense.weight"] == layerwise.Block("layer 2", 0)
+    assert blocks["pooler.dense.weight"] == blocks["classifier.weight"] == \
+        layerwise.Block("head", 0)
+    if conv:
+        assert blocks["deberta.encoder.conv.conv.weight"] == layerwise.Block("layer 0", 2)
+    table = layerwise.peak_lr_table(model, 1e-3, 0.5)
+    assert list(table.index) == ["head", "layer 2", "layer 1", "layer 0", "embeddings"]
+    assert table["parameters"].sum() == sum(p.numel() for p in model.parameters())
+
+
+def test_modernbert_names_are_placed():
+    from transformers import ModernBertConfig, ModernBertForSequenceClassification
+
+    config = ModernBertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=3,
+                              num_attention_heads=2, intermediate_size=32,
+                              max_position_embeddings=32, pad_token_id=0, bos_token_id=1,
+                              eos_token_id=2, cls_token_id=1, sep_token_id=2)
+    model = ModernBertForSequenceClassification(config)
+    blocks = layerwise.assign_blocks(n for n, _ in model.named_parameters())
+    assert blocks["model.embeddings.tok_embeddings.weight"] == layerwise.Block("embeddings", 3)
+    assert blocks["model.layers.0.attn.Wqkv.weight"] == layerwise.Block("layer 0", 2)
+    assert blocks["model.final_norm.weight"] == layerwise.Block("final norm", 0)
+    assert blocks["head.dense.weight"] == blocks["classifier.bias"] == layerwise.Block("head", 0)
+    groups = layerwise.param_groups(model, 1e-3, 0.5, 0.01, [])
+    assert {g["block"]: g["lr"] for g in groups} == pytest.approx({
+        "head": 1e-3, "final norm": 1e-3, "layer 2": 1e-3, "layer 1": 5e-4, "layer 0": 2.5e-4,
+        "embeddings": 1.25e-4})
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
 
 
 def test_recipe_keys_are_validated():
