@@ -80,6 +80,20 @@ def _shown_base(sweep: dict) -> dict:
 TITLE = "A learning-rate sweep on the default data, compared"
 
 
+TEXT_SUFFIXES = (".json", ".csv", ".ipynb", ".md")
+
+
+def copy_relative(source: Path, target: Path, root: Path) -> None:
+    """Copy a file; in a text file (JSON, CSV, a notebook) paths under `root` become relative
+    to it, so a committed study does not carry the machine's folder layout. Other files are
+    copied as they are."""
+    if source.suffix not in TEXT_SUFFIXES:
+        shutil.copy2(source, target)
+        return
+    text = source.read_text(encoding="utf-8")
+    target.write_text(text.replace(f"{root}/", "").replace(str(root), "."), encoding="utf-8")
+
+
 def _mean_minutes(times: dict, runs: list[dict]) -> str:
     """Minutes a run on average: per config where the runs have more than one (a 1-epoch
     config and a 4-epoch one average to neither)."""
@@ -176,14 +190,16 @@ def main(argv: list[str] | None = None) -> None:
     sweep = json.loads((args.sweep_dirs[0] / "sweep.json").read_text())
     runs = [r for c in comparison["configs"].values() for r in c["runs"]]
     args.output.mkdir(parents=True, exist_ok=True)
+    root = Path.cwd().resolve()  # the project's: commands run from its root
     for name in ("comparison.json", "tables", "figures"):
         source, target = comparison_dir / name, args.output / name
         if source.is_dir():
-            shutil.copytree(source, target, dirs_exist_ok=True)
+            shutil.copytree(source, target, dirs_exist_ok=True,
+                            copy_function=lambda a, b: copy_relative(Path(a), Path(b), root))
         else:
-            shutil.copy2(source, target)
+            copy_relative(source, target, root)
     for notebook in (comparison_dir / "notebooks").glob("*.ipynb"):
-        shutil.copy2(notebook, args.output / notebook.name)
+        copy_relative(notebook, args.output / notebook.name, root)
     for sweep_dir in args.sweep_dirs:
         name = "sweep.json" if len(args.sweep_dirs) == 1 else f"{sweep_dir.name}.json"
         shutil.copy2(sweep_dir / "sweep.json", args.output / name)

@@ -60,3 +60,19 @@ def test_a_study_readme_averages_run_minutes_per_config():
     two = one + [{"config": "epochs=4.0", "run_s": 2400.0}]
     assert sweep_report._mean_minutes(times, two) == \
         "minutes a run on average: epochs=1.0: 10.5; epochs=4.0: 40.0"
+
+
+def test_a_committed_study_holds_paths_relative_to_the_project(tmp_path):
+    from benchmarks import sweep_report
+
+    root = tmp_path / "project"
+    notebook = tmp_path / "06.ipynb"
+    notebook.write_text(json.dumps({"parameters": {"sweeps": [f"{root}/reports/sweep-a"],
+                                                   "output": str(root)}}))
+    sweep_report.copy_relative(notebook, tmp_path / "copy.ipynb", root)
+    assert json.loads((tmp_path / "copy.ipynb").read_text()) == {
+        "parameters": {"sweeps": ["reports/sweep-a"], "output": "."}}
+    figure = tmp_path / "curves.png"
+    figure.write_bytes(f"{root}/x".encode())  # not text: copied as it is
+    sweep_report.copy_relative(figure, tmp_path / "copy.png", root)
+    assert (tmp_path / "copy.png").read_bytes() == figure.read_bytes()
