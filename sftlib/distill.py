@@ -48,7 +48,9 @@ student's come from the training forward (`pooling_model.capturing_sentence_vect
 angles count, so the 384-wide student needs no projection to a 768-wide teacher: the
 similarity-preserving loss of Tung & Mori (2019), "Similarity-preserving knowledge
 distillation", with cosine similarities. It passes on how the teacher's representation
-groups texts, which its logits (one margin, for two labels) do not carry.
+groups texts, which its logits (one margin, for two labels) do not carry; measured on the
+default data with the transfer-set recipe it did not help
+(reports/benchmarks/sweep_relation/README.md), so it is off by default and out of the recipe.
 
 Not supported: hub ids as teachers (give a local folder), a teacher of the instruction task,
 teacher logits recomputed under dropout (they are fixed per text), the relation term with a
