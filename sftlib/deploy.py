@@ -52,8 +52,7 @@ import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Sequence
-from contextlib import ExitStack
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +164,14 @@ BACKENDS = ("torch", "onnx")
 OUTPUTS = ("logits", "vectors")  # what `Predictor.outputs` gives
 
 
+def check_outputs(which: Sequence[str]) -> None:
+    """A ValueError unless `which` names some of OUTPUTS and nothing else."""
+    unknown = [name for name in which if name not in OUTPUTS]
+    if unknown or not which:
+        raise ValueError(f"outputs {list(which)}: unknown or none; choose from "
+                         f"{', '.join(OUTPUTS)}")
+
+
 class Predictor:
     """Batched text classification from a saved folder: labels with probabilities.
 
@@ -212,27 +219,29 @@ class Predictor:
         the token states (mean-pooled models, torch backend; see `outputs`)."""
         return self.outputs(texts, ("vectors",))["vectors"]
 
-    def outputs(self, texts: list[str], which: Sequence[str] = OUTPUTS,
-                ) -> dict[str, np.ndarray]:
+    def outputs(self, texts: list[str], which: Sequence[str]) -> dict[str, np.ndarray]:
         """`which` of "logits" and "vectors" (`sentence_vectors`), one row per text in input
-        order, from one forward pass per batch. Vectors need a mean-pooled model on the torch
-        backend (a TypeError else: a [CLS] head reads a vector of its own architecture's)."""
-        unknown = set(which) - set(OUTPUTS)
-        if unknown or not which:
-            raise ValueError(f"outputs {list(which)}: some of {', '.join(OUTPUTS)}")
-        if "vectors" in which and not isinstance(
-                self.model, pooling_model.MeanPoolingForSequenceClassification):
-            raise TypeError(f"{self.folder} is not a mean-pooled classifier on the torch "
-                            "backend: it has no sentence vectors")
-        widths = {"logits": len(self.labels),
-                  "vectors": getattr(getattr(self.model, "config", None), "hidden_size", 0)}
+        order, from one forward pass per batch. Vectors come from a mean-pooled model on the
+        torch backend (a TypeError else, saying why)."""
+        check_outputs(which)
+        if "vectors" in which:
+            if self.session is not None:
+                raise TypeError("backend 'onnx' gives logits only; sentence vectors need "
+                                "backend='torch'")
+            if not isinstance(self.model, pooling_model.MeanPoolingForSequenceClassification):
+                raise TypeError(f"{self.folder} is not a mean-pooled classifier (a [CLS] head "
+                                "reads a vector of its architecture's own): no sentence vectors")
+        widths = {"logits": len(self.labels)}
+        if "vectors" in which:  # a mean-pooled model's config is its encoder's, flat
+            widths["vectors"] = self.model.config.hidden_size
         return self._in_input_order(texts, lambda batch: self._batch_outputs(batch, which),
                                     {name: widths[name] for name in which})
 
-    def _in_input_order(self, texts: list[str], batch_rows, widths: dict[str, int],
-                        ) -> dict[str, np.ndarray]:
+    def _in_input_order(self, texts: list[str],
+                        batch_rows: Callable[[list[str]], dict[str, np.ndarray]],
+                        widths: dict[str, int]) -> dict[str, np.ndarray]:
         """`batch_rows` (batch texts -> {name: rows}) over batches of similar lengths (little
-        padding), each name's rows put back in the order of `texts`."""
+        padding), each name's rows (`widths[name]` wide) put back in the order of `texts`."""
         if isinstance(texts, str):
             raise TypeError("pass a list of texts, not a single string")
         order = np.argsort([len(t) for t in texts], kind="stable")
@@ -249,15 +258,13 @@ class Predictor:
     def _batch_outputs(self, texts: list[str], which: Sequence[str]) -> dict[str, np.ndarray]:
         if self.session is not None:  # ONNX: logits only (`outputs` refuses vectors)
             return {"logits": self.session.run(self._tokenized(texts, "np"))}
-        with ExitStack() as stack:
-            vectors = (stack.enter_context(pooling_model.capturing_sentence_vectors(self.model))
-                       if "vectors" in which else None)
-            stack.enter_context(torch.autocast(torch.device(self.device).type,
-                                               dtype=torch.bfloat16, enabled=self.bf16))
-            logits = self.model(**self._tokenized(texts, "pt")).logits
-        rows = {"logits": logits} if "logits" in which else {}
-        if vectors is not None:
-            rows["vectors"] = vectors[0]
+        extra = {"output_sentence_vectors": True} if "vectors" in which else {}
+        with torch.autocast(torch.device(self.device).type, dtype=torch.bfloat16,
+                            enabled=self.bf16):
+            output = self.model(**self._tokenized(texts, "pt"), **extra)
+        rows = {"logits": output.logits} if "logits" in which else {}
+        if extra:
+            rows["vectors"] = output.sentence_vectors
         return {name: value.float().cpu().numpy() for name, value in rows.items()}
 
     def _tokenized(self, texts: list[str], tensors: str) -> dict[str, Any]:

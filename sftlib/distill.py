@@ -40,17 +40,18 @@ teacher). The training loss and samples/s that metrics.json reports count the co
 Each copy adds a pass's worth of training steps; the teacher labels each seed's copies once.
 
 A relation term (`distill_relation_weight=b`, > 0; mean-pooled student and teacher): each
-train batch's loss gains `b * relation_loss`, the mean over the batch's pairs (i, j) of
-(cos(s_i, s_j) - cos(t_i, t_j))^2, with `s` and `t` the student's and the teacher's sentence
-vectors (the masked mean each head reads). The teacher's vectors are cached like its logits
-(another entry, the same pass: `cached_outputs`) and ride in the `teacher_vectors` column; the
-student's come from the training forward (`pooling_model.capturing_sentence_vectors`). Only
-angles count, so the 384-wide student needs no projection to a 768-wide teacher: the
-similarity-preserving loss of Tung & Mori (2019), "Similarity-preserving knowledge
-distillation", with cosine similarities. It passes on how the teacher's representation
-groups texts, which its logits (one margin, for two labels) do not carry; measured on the
-default data with the transfer-set recipe it did not help
-(reports/benchmarks/sweep_relation/README.md), so it is off by default and out of the recipe.
+train batch's loss gains `b * relation_loss`, the mean over the batch's n^2 pairs (i, j) of
+(cos(s_i, s_j) - cos(t_i, t_j))^2 (n: one device's micro-batch), with `s` and `t` the
+student's and the teacher's sentence vectors (the masked mean each head reads). The
+teacher's vectors are cached like its logits (another entry, the same pass:
+`cached_outputs`) and ride in the `teacher_vectors` column; the student's come from the same
+training forward (`output_sentence_vectors`). Only angles count, so the 384-wide student
+needs no projection to a 768-wide teacher: the similarity-preserving loss of Tung & Mori
+(2019), "Similarity-preserving knowledge distillation", with cosine similarities. It passes
+on how the teacher's representation groups texts, which its logits (one margin, for two
+labels) do not carry; measured on the default data with the transfer-set recipe it did not
+help (reports/benchmarks/sweep_relation/README.md), so it is off by default and out of the
+recipe.
 
 Not supported: hub ids as teachers (give a local folder), a teacher of the instruction task,
 teacher logits recomputed under dropout (they are fixed per text), the relation term with a
@@ -71,7 +72,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -79,6 +80,9 @@ import pandas as pd
 from sftlib import assets
 from sftlib.filemodes import match_umask
 from sftlib.report import resolve_path
+
+if TYPE_CHECKING:  # the preflight imports this module without torch
+    import torch
 
 TEACHER_COLUMN = "teacher_logits"  # the train split's column the loss reads
 VECTORS_COLUMN = "teacher_vectors"  # the teacher's sentence vectors (the relation term)
@@ -120,10 +124,11 @@ def teacher_labels(folder: Path) -> list[str]:
     return [id2label.get(str(i), f"<no id {i}>") for i in range(len(id2label))]
 
 
-def check_teacher(spec: str, label_names: list[str], vectors: bool = False) -> dict[str, Any]:
+def check_teacher(spec: str, label_names: list[str], needs_vectors: bool = False,
+                  ) -> dict[str, Any]:
     """The teacher's folder, checked against the data's labels (names and ids), and with
-    `vectors` (the relation term) mean-pooled; what the manifest records. Reads config files
-    only: cheap enough for every sweep point."""
+    `needs_vectors` (the relation term) mean-pooled; what the manifest records. Reads config
+    files only: cheap enough for every sweep point."""
     folder = resolve_teacher(spec)
     labels = teacher_labels(folder)
     if labels != list(label_names):
@@ -131,7 +136,8 @@ def check_teacher(spec: str, label_names: list[str], vectors: bool = False) -> d
                            f"{list(label_names)}; a teacher must have been trained on the same "
                            "label names in the same order")
     # by name: sftlib.pooling_model imports torch, which the preflight does without
-    if vectors and MEAN_POOLING_CLASS not in (_model_config(folder).get("architectures") or []):
+    architectures = _model_config(folder).get("architectures") or []
+    if needs_vectors and MEAN_POOLING_CLASS not in architectures:
         raise TeacherError(f"teacher: {folder} is not a mean-pooled classifier, so it has no "
                            "sentence vectors for distill_relation_weight; give a run trained "
                            "with pooling=mean, or set distill_relation_weight=0")
@@ -192,13 +198,12 @@ def labelling_precision(setting: str) -> str:
 
 
 def cached_logits(folder: Path, texts: list[str], batch_size: int = 64, log=print,
-                  precision: str = "fp32", output: str = "logits",
-                  ) -> tuple[np.ndarray, dict[str, Any]]:
+                  precision: str = "fp32") -> tuple[np.ndarray, dict[str, Any]]:
     """The teacher's logits for `texts` (rows in their order) and where they came from;
-    `precision` ("fp32" or "bf16", see `labelling_precision`) is the forward pass's;
-    `output="vectors"`: its sentence vectors instead (`cached_outputs` for both)."""
-    arrays, info = cached_outputs(folder, texts, batch_size, log, precision, (output,))
-    return arrays[output], {**info, "cache": info["cache"][output]}
+    `precision` ("fp32" or "bf16", see `labelling_precision`) is the forward pass's
+    (`cached_outputs`, which also gives sentence vectors)."""
+    arrays, info = cached_outputs(folder, texts, batch_size, log, precision, ("logits",))
+    return arrays["logits"], {**info, "cache": info["cache"]["logits"]}
 
 
 def cached_outputs(folder: Path, texts: list[str], batch_size: int = 64, log=print,
@@ -208,14 +213,13 @@ def cached_outputs(folder: Path, texts: list[str], batch_size: int = 64, log=pri
     cache entry each, and where they came from.
 
     Read from the cache when present; the missing ones computed together, in one pass of
-    `Predictor`, each written atomically (a temporary file renamed). An flock on the first
-    missing entry's `<entry>.lock` makes one process compute it: the other ranks of a
-    torchrun job, or a sweep's concurrent runs, wait for it and read the cache instead of
-    computing the same array again."""
-    from sftlib.deploy import OUTPUTS, trained_max_length
+    `Predictor`, each written atomically (a temporary file renamed). An flock on the logits
+    entry's `<entry>.lock` (whichever outputs are missing: one lock for the texts) makes one
+    process compute them: the other ranks of a torchrun job, or a sweep's concurrent runs,
+    wait for it and read the cache instead of computing the same arrays again."""
+    from sftlib.deploy import check_outputs, trained_max_length
 
-    if not outputs or set(outputs) - set(OUTPUTS):
-        raise ValueError(f"outputs {list(outputs)}: some of {', '.join(OUTPUTS)}")
+    check_outputs(outputs)
     sha = teacher_sha256(folder)
     max_length = trained_max_length(folder)  # what Predictor uses
     paths = {output: cache_dir() / f"{cache_key(sha, texts, max_length, precision, output)}.npy"
@@ -225,7 +229,7 @@ def cached_outputs(folder: Path, texts: list[str], batch_size: int = 64, log=pri
     arrays = {output: _read_cached(path, len(texts)) for output, path in paths.items()}
     missing = [output for output, array in arrays.items() if array is None]
     if missing:
-        lock = Path(f"{paths[missing[0]]}.lock")
+        lock = cache_dir() / f"{cache_key(sha, texts, max_length, precision)}.npy.lock"
         lock.parent.mkdir(parents=True, exist_ok=True)
         with _computing_alone(lock, f"{len(texts)} texts", log):
             arrays.update({output: _read_cached(paths[output], len(texts))
@@ -268,7 +272,7 @@ def _computing_alone(lock_path: Path, what: str, log, poll_s: float = 0.5,
             except BlockingIOError:
                 if said_at is None or time.monotonic() - said_at >= report_s:
                     log(f"[distill] {'still waiting: ' if said_at else ''}another process is "
-                        f"computing the teacher logits for {what} ({lock_path})")
+                        f"computing the teacher's outputs for {what} ({lock_path})")
                     said_at = time.monotonic()
                 time.sleep(poll_s)
             except OSError as error:  # no flock here (some network file systems)
@@ -284,10 +288,10 @@ def _read_cached(path: Path, rows: int) -> np.ndarray | None:
     if not path.is_file():
         return None
     try:
-        logits = np.load(path)
+        array = np.load(path)
     except (OSError, ValueError, EOFError):  # unreadable or empty: computed again
         return None
-    return logits if logits.ndim == 2 and logits.shape[0] == rows else None
+    return array if array.ndim == 2 and array.shape[0] == rows else None
 
 
 def _compute_outputs(folder: Path, texts: list[str], batch_size: int, max_length: int,
@@ -427,7 +431,7 @@ def distillation_loss(student_logits, teacher_logits, labels, weight: float,
     return ((1 - weight) * hard + soft_weight * temperature ** 2 * soft).mean()
 
 
-def relation_loss(student_vectors, teacher_vectors):
+def relation_loss(student_vectors: torch.Tensor, teacher_vectors: torch.Tensor) -> torch.Tensor:
     """The mean over the batch's pairs (i, j) of (cos(s_i, s_j) - cos(t_i, t_j))^2: how far
     the student's pairwise cosine similarities are from the teacher's, in fp32. Neither the
     vectors' widths nor their lengths matter, so the student needs no projection to the

@@ -6,6 +6,8 @@ count zero) -> dropout -> one linear layer to the labels. No BERT pooler: the se
 sftlib ships (all-MiniLM-L6-v2, all-mpnet-base-v2) were trained on that mean, while the
 pooler's tanh layer on the [CLS] state, which `AutoModelForSequenceClassification` reads, was
 not trained for them. `RunConfig.pooling="mean"` selects it (`tasks.classification`).
+`forward(..., output_sentence_vectors=True)` also returns that mean (`sentence_vectors`: what
+distillation's relation term compares, `sftlib.distill`).
 
 Saved folders. The config (`MeanPoolingConfig`, model type `sftlib-mean-pooling`) is the
 encoder's own config, flat (so `hidden_size`, `max_position_embeddings` ... read as usual),
@@ -29,8 +31,8 @@ multi-label heads, encoder-decoder models.
 
 from __future__ import annotations
 
-import contextlib
 import inspect
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -78,6 +80,15 @@ def masked_mean(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Ten
     return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
 
 
+@dataclass
+class MeanPoolingClassifierOutput(SequenceClassifierOutput):
+    """SequenceClassifierOutput plus, when asked for, `sentence_vectors` [batch, hidden]: the
+    masked mean the head reads (before dropout). None otherwise, so evaluation sees the
+    usual fields only."""
+
+    sentence_vectors: torch.FloatTensor | None = None
+
+
 class MeanPoolingForSequenceClassification(PreTrainedModel):
     """Encoder -> masked mean of the last hidden states -> dropout -> linear classifier."""
 
@@ -116,7 +127,8 @@ class MeanPoolingForSequenceClassification(PreTrainedModel):
     def forward(self, input_ids: torch.Tensor | None = None,
                 attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None,
-                labels: torch.Tensor | None = None, **kwargs) -> SequenceClassifierOutput:
+                labels: torch.Tensor | None = None, output_sentence_vectors: bool = False,
+                **kwargs) -> MeanPoolingClassifierOutput:
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
@@ -130,26 +142,10 @@ class MeanPoolingForSequenceClassification(PreTrainedModel):
         if labels is not None:
             loss = nn.functional.cross_entropy(logits.view(-1, self.config.num_labels),
                                                labels.view(-1))
-        return SequenceClassifierOutput(loss=loss, logits=logits,
-                                        hidden_states=outputs.hidden_states,
-                                        attentions=outputs.attentions)
-
-
-@contextlib.contextmanager
-def capturing_sentence_vectors(model: MeanPoolingForSequenceClassification):
-    """Within the block, each forward of `model` appends its sentence vectors (the masked
-    mean the head reads, [batch, hidden], before dropout, still in the graph) to the list
-    this yields. A hook on the head's dropout, so the forward and saved folders stay as they
-    are. Anything but this class is a TypeError: other heads read other vectors."""
-    if not isinstance(model, MeanPoolingForSequenceClassification):
-        raise TypeError(f"{type(model).__name__} is not a mean-pooling classifier: only "
-                        "MeanPoolingForSequenceClassification's sentence vectors are read")
-    vectors: list[torch.Tensor] = []
-    handle = model.dropout.register_forward_pre_hook(lambda _m, args: vectors.append(args[0]))
-    try:
-        yield vectors
-    finally:
-        handle.remove()
+        return MeanPoolingClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            sentence_vectors=pooled if output_sentence_vectors else None)
 
 
 def build_encoder(config: PreTrainedConfig) -> PreTrainedModel:

@@ -35,7 +35,7 @@ import logging
 import math
 import os
 import shutil
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,7 +55,7 @@ from transformers import (
 from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.trainer_utils import has_length
 
-from sftlib import averaging, distill, layerwise, pooling_model, schedules, tokens
+from sftlib import averaging, distill, layerwise, schedules, tokens
 from sftlib.config import RunConfig
 from sftlib.filemodes import match_umask
 from sftlib.hardware import cpu_has_native_bf16  # detect_hardware asks it
@@ -259,7 +259,7 @@ class WorkbenchTrainer(Trainer):
     # distillation ---------------------------------------------------------------------
     def _set_signature_columns_if_needed(self) -> None:
         """Trainer keeps only the columns `forward` takes (remove_unused_columns): the
-        teacher's logits are for `compute_loss`, so they are kept too."""
+        teacher's logits and sentence vectors are for `compute_loss`, so they are kept too."""
         super()._set_signature_columns_if_needed()
         for column in distill.TRAIN_ONLY_COLUMNS:
             if column not in self._signature_columns:
@@ -267,23 +267,27 @@ class WorkbenchTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """Trainer's loss; with the teacher's logits in the batch (train split only), the
-        distillation loss of the same forward pass instead, plus the relation term where the
-        batch has the teacher's sentence vectors too."""
+        distillation loss of the same forward pass instead, plus the relation term on the
+        student's sentence vectors (asked of the same forward) when the batch has the
+        teacher's."""
         teacher_logits = inputs.pop(distill.TEACHER_COLUMN, None)
         teacher_vectors = inputs.pop(distill.VECTORS_COLUMN, None)
-        with ExitStack() as stack:
-            if teacher_vectors is not None:  # the student's, from the same forward pass
-                student_vectors = stack.enter_context(pooling_model.capturing_sentence_vectors(
-                    self.accelerator.unwrap_model(model)))
-            loss, outputs = super().compute_loss(model, inputs, return_outputs=True,
-                                                 num_items_in_batch=num_items_in_batch)
+        relation_weight = self.run_config.distill_relation_weight
+        if teacher_logits is not None and relation_weight > 0 and teacher_vectors is None:
+            # a batch without them would train without the term, silently
+            raise RuntimeError("distill_relation_weight is set but the train batch carries "
+                               f"no {distill.VECTORS_COLUMN}: the data pipeline dropped them")
+        if teacher_vectors is not None:
+            inputs = {**inputs, "output_sentence_vectors": True}
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True,
+                                             num_items_in_batch=num_items_in_batch)
         if teacher_logits is not None:
             loss = distill.distillation_loss(outputs.logits, teacher_logits, inputs["labels"],
                                              self.run_config.distill_weight,
                                              self.run_config.distill_temperature)
         if teacher_vectors is not None:
-            loss = loss + self.run_config.distill_relation_weight * distill.relation_loss(
-                student_vectors[0], teacher_vectors)
+            loss = loss + relation_weight * distill.relation_loss(outputs.sentence_vectors,
+                                                                  teacher_vectors)
         return (loss, outputs) if return_outputs else loss
 
     def _get_eval_sampler(self, eval_dataset):

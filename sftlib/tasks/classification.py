@@ -193,8 +193,8 @@ class ClassificationTask:
         checked = {"model_path": model_path, "split_sizes": sizes,
                    "label_names": data.label_names(dataset), "data_findings": findings}
         if cfg.teacher is not None:  # distillation: the teacher must know the same labels
-            checked["teacher"] = distill.check_teacher(cfg.teacher, checked["label_names"],
-                                                       vectors=cfg.distill_relation_weight > 0)
+            checked["teacher"] = distill.check_teacher(
+                cfg.teacher, checked["label_names"], needs_vectors=cfg.distill_relation_weight > 0)
             distill.labelling_precision(cfg.teacher_precision)  # a GPU without bf16: refused
         return checked
 
