@@ -8,7 +8,8 @@ L-1 (the top), the peak learning rates are
 - encoder layer i: lr * d**(L-1-i), so the top layer also trains at lr; DeBERTa-v2's
   `encoder.conv` (applied with layer 0's output) with layer 0
 - the embeddings (and MPNet's `relative_attention_bias`, DeBERTa's `rel_embeddings` with
-  DeBERTa-v2's `encoder.LayerNorm`, which normalizes them): lr * d**L
+  DeBERTa-v2's `encoder.LayerNorm`, which normalizes them, ELECTRA's `embeddings_project`
+  where its embeddings are narrower than its layers): lr * d**L
 
 The schedule (`sftlib.schedules.make_scheduler`, a LambdaLR) multiplies every group's own
 peak by the same factor, so each group follows the schedule's shape from its own peak; the
@@ -41,7 +42,8 @@ from sftlib.config import ConfigError
 LAYER = re.compile(r"^(?P<base>(?:.*?\.)??)(?:(?:encoder|transformer)\.)?layers?\."
                    r"(?P<index>\d+)\.")
 # below the first layer: the input embeddings and position biases every layer shares
-EMBEDDINGS = re.compile(r"(?:^|\.)(?:embeddings|relative_attention_bias|rel_embeddings)\.")
+EMBEDDINGS = re.compile(r"(?:^|\.)(?:embeddings|embeddings_project|relative_attention_bias|"
+                        r"rel_embeddings)\.")  # ELECTRA's projection when narrower
 REL_EMBEDDINGS_NORM = re.compile(r"(?:^|\.)encoder\.LayerNorm\.")  # DeBERTa-v2's, see above
 FIRST_LAYER_CONV = re.compile(r"(?:^|\.)encoder\.conv\.")  # DeBERTa-v2's, with layer 0
 POOLER = re.compile(r"(?:^|\.)pooler\.")
@@ -50,7 +52,8 @@ FINAL_NORM = re.compile(r"(?:^|\.)final_norm\.")  # after the top layer: ModernB
 
 @dataclass(frozen=True)
 class Block:
-    """A set of parameters sharing one peak lr: "head", "layer <i>" or "embeddings"."""
+    """A set of parameters sharing one peak lr: "head", "final norm", "layer <i>" or
+    "embeddings"."""
 
     name: str
     depth: int  # how many decay factors below the head: the peak is lr * decay**depth

@@ -151,6 +151,17 @@ def test_deberta_v2_names_are_placed(conv):
     assert table["parameters"].sum() == sum(p.numel() for p in model.parameters())
 
 
+def test_a_narrow_electra_projects_its_embeddings_below_the_layers():
+    from transformers import ElectraConfig, ElectraForSequenceClassification
+
+    model = ElectraForSequenceClassification(ElectraConfig(
+        vocab_size=64, embedding_size=8, hidden_size=16, num_hidden_layers=2,
+        num_attention_heads=2, intermediate_size=32))
+    blocks = layerwise.assign_blocks(n for n, _ in model.named_parameters())
+    assert blocks["electra.embeddings_project.weight"] == layerwise.Block("embeddings", 2)
+    assert blocks["electra.encoder.layer.1.output.dense.weight"] == layerwise.Block("layer 1", 0)
+
+
 def test_modernbert_names_are_placed():
     from transformers import ModernBertConfig, ModernBertForSequenceClassification
 
