@@ -18,6 +18,7 @@ import argparse
 import csv
 import json
 import os
+import re
 import shutil
 from datetime import datetime
 from pathlib import Path
@@ -81,17 +82,27 @@ TITLE = "A learning-rate sweep on the default data, compared"
 
 
 TEXT_SUFFIXES = (".json", ".csv", ".ipynb", ".md")
+ROOT = Path(__file__).resolve().parents[1]  # the project's
 
 
-def copy_relative(source: Path, target: Path, root: Path) -> None:
-    """Copy a file; in a text file (JSON, CSV, a notebook) paths under `root` become relative
-    to it, so a committed study does not carry the machine's folder layout. Other files are
-    copied as they are."""
+def relative_paths(text: str, root: Path = ROOT) -> str:
+    """`text` with every path under `root` made relative to it (`root` itself: "."); only
+    whole paths: `<root>-old/...` or `/srv<root>/...` stay as they are."""
+    pattern = re.compile(rf"(?<![\w.\-/]){re.escape(str(root))}(/|(?![\w.\-/]))")
+    return pattern.sub(lambda match: "" if match.group(1) == "/" else ".", text)
+
+
+def copy_relative(source: Path, target: Path, root: Path = ROOT) -> None:
+    """Copy a file; in a text file (JSON, CSV, a notebook, Markdown) paths under `root`
+    become relative to it (`relative_paths`), so a committed study does not carry the
+    machine's folder layout; line endings are kept. Other files are copied as they are."""
     if source.suffix not in TEXT_SUFFIXES:
         shutil.copy2(source, target)
         return
-    text = source.read_text(encoding="utf-8")
-    target.write_text(text.replace(f"{root}/", "").replace(str(root), "."), encoding="utf-8")
+    with open(source, encoding="utf-8", newline="") as handle:
+        text = handle.read()
+    with open(target, "w", encoding="utf-8", newline="") as handle:
+        handle.write(relative_paths(text, root))
 
 
 def _mean_minutes(times: dict, runs: list[dict]) -> str:
@@ -190,22 +201,23 @@ def main(argv: list[str] | None = None) -> None:
     sweep = json.loads((args.sweep_dirs[0] / "sweep.json").read_text())
     runs = [r for c in comparison["configs"].values() for r in c["runs"]]
     args.output.mkdir(parents=True, exist_ok=True)
-    root = Path.cwd().resolve()  # the project's: commands run from its root
     for name in ("comparison.json", "tables", "figures"):
         source, target = comparison_dir / name, args.output / name
         if source.is_dir():
             shutil.copytree(source, target, dirs_exist_ok=True,
-                            copy_function=lambda a, b: copy_relative(Path(a), Path(b), root))
+                            copy_function=lambda a, b: copy_relative(Path(a), Path(b)))
         else:
-            copy_relative(source, target, root)
+            copy_relative(source, target)
     for notebook in (comparison_dir / "notebooks").glob("*.ipynb"):
-        copy_relative(notebook, args.output / notebook.name, root)
+        copy_relative(notebook, args.output / notebook.name)
     for sweep_dir in args.sweep_dirs:
         name = "sweep.json" if len(args.sweep_dirs) == 1 else f"{sweep_dir.name}.json"
-        shutil.copy2(sweep_dir / "sweep.json", args.output / name)
-    rows = run_rows(args.sweep_dirs, comparison)
-    text = readme(comparison, sweep_times(args.sweep_dirs, runs), cpu_description(),
-                  args.command, sweep, args.note, args.title, len(args.sweep_dirs), rows)
+        copy_relative(sweep_dir / "sweep.json", args.output / name)
+    rows = [{**row, "config": relative_paths(row["config"])}  # a teacher's path, say
+            for row in run_rows(args.sweep_dirs, comparison)]
+    text = relative_paths(readme(comparison, sweep_times(args.sweep_dirs, runs),
+                                 cpu_description(), args.command, sweep, args.note, args.title,
+                                 len(args.sweep_dirs), rows))
     with open(args.output / "runs.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()

@@ -68,10 +68,16 @@ def test_a_committed_study_holds_paths_relative_to_the_project(tmp_path):
     root = tmp_path / "project"
     notebook = tmp_path / "06.ipynb"
     notebook.write_text(json.dumps({"parameters": {"sweeps": [f"{root}/reports/sweep-a"],
-                                                   "output": str(root)}}))
+                                                   "output": str(root),
+                                                   "others": [f"{root}-old/x", f"/srv{root}/y"]}}))
     sweep_report.copy_relative(notebook, tmp_path / "copy.ipynb", root)
-    assert json.loads((tmp_path / "copy.ipynb").read_text()) == {
-        "parameters": {"sweeps": ["reports/sweep-a"], "output": "."}}
+    assert json.loads((tmp_path / "copy.ipynb").read_text()) == {"parameters": {
+        "sweeps": ["reports/sweep-a"], "output": ".",
+        "others": [f"{root}-old/x", f"/srv{root}/y"]}}  # not paths under the root
+    table = tmp_path / "runs.csv"
+    table.write_bytes(f"run,config\r\nr1,teacher={root}/reports/t\r\n".encode())
+    sweep_report.copy_relative(table, tmp_path / "copy.csv", root)
+    assert (tmp_path / "copy.csv").read_bytes() == b"run,config\r\nr1,teacher=reports/t\r\n"
     figure = tmp_path / "curves.png"
     figure.write_bytes(f"{root}/x".encode())  # not text: copied as it is
     sweep_report.copy_relative(figure, tmp_path / "copy.png", root)
