@@ -60,6 +60,10 @@ HEAD_TO_HEAD = (
     Study("sweep_relation", "the relation term (the student's pairwise cosine similarities "
           "pulled to the teacher's) at weight 0.1 and 1 against none, on the 2-copy "
           "transfer-set recipe with the same teacher's bf16 labels"),
+    Study("sweep_mean_lr", "mean pooling at peak learning rates 2e-4 and 3e-4 against the "
+          "default ([CLS] at 1e-4), without a teacher"),
+    Study("sweep_transfer_lr", "the 2-copy transfer-set recipe at peak learning rate 2e-4 "
+          "against 1e-4, the same teacher's bf16 labels"),
 )
 TEACHER_STUDY = "sweep_mpnet"  # the teacher recipe: mpnet-base fine-tuned, 3 seeds
 # the targets (validation accuracy, mean of 3 seeds)
