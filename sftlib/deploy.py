@@ -232,8 +232,8 @@ class Predictor:
                 raise TypeError(f"{self.folder} is not a mean-pooled classifier (a [CLS] head "
                                 "reads a vector of its architecture's own): no sentence vectors")
         widths = {"logits": len(self.labels)}
-        if "vectors" in which:  # a mean-pooled model's config is its encoder's, flat
-            widths["vectors"] = self.model.config.hidden_size
+        if "vectors" in which:  # what the head reads
+            widths["vectors"] = self.model.classifier.in_features
         return self._in_input_order(texts, lambda batch: self._batch_outputs(batch, which),
                                     {name: widths[name] for name in which})
 

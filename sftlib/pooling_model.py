@@ -10,7 +10,7 @@ not trained for them. `RunConfig.pooling="mean"` selects it (`tasks.classificati
 distillation's relation term compares, `sftlib.distill`).
 
 Saved folders. The config (`MeanPoolingConfig`, model type `sftlib-mean-pooling`) is the
-encoder's own config, flat (so `hidden_size`, `max_position_embeddings` ... read as usual),
+encoder's own config, flat (its keys as the encoder names them: DistilBERT's width is `dim`),
 plus `encoder_model_type`. The encoder keeps its architecture's usual prefix (`bert.`,
 `mpnet.`: parameter names `bert.encoder.layer.3...` as in a BERT classifier), the head is
 `classifier.`. `save_pretrained` writes `auto_map` into config.json and copies this file
@@ -107,11 +107,9 @@ class MeanPoolingForSequenceClassification(PreTrainedModel):
         self.base_model_prefix = encoder.base_model_prefix
         setattr(self, self.base_model_prefix, encoder)
         self.config._attn_implementation = encoder.config._attn_implementation  # what runs
-        dropout = getattr(config, "classifier_dropout", None)
-        if dropout is None:  # BERT's and MPNet's rule: the encoder's own dropout
-            dropout = getattr(config, "hidden_dropout_prob", 0.1)
-        self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.dropout = nn.Dropout(head_dropout(encoder.config))
+        # the encoder's config maps its own names (DistilBERT's `dim`) to hidden_size
+        self.classifier = nn.Linear(encoder.config.hidden_size, config.num_labels)
         self.post_init()
 
     @property
@@ -146,6 +144,17 @@ class MeanPoolingForSequenceClassification(PreTrainedModel):
             loss=loss, logits=logits, hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             sentence_vectors=pooled if output_sentence_vectors else None)
+
+
+def head_dropout(config: PreTrainedConfig) -> float:
+    """The dropout before the head, as the architecture's own classifier sets it:
+    `classifier_dropout` where given, else DistilBERT's `seq_classif_dropout`, else the
+    encoder's `hidden_dropout_prob` (BERT's and MPNet's rule), else 0.1."""
+    for name in ("classifier_dropout", "seq_classif_dropout", "hidden_dropout_prob"):
+        value = getattr(config, name, None)
+        if value is not None:
+            return value
+    return 0.1
 
 
 def build_encoder(config: PreTrainedConfig) -> PreTrainedModel:

@@ -117,6 +117,24 @@ def test_encoders_keep_their_prefix_and_lose_their_pooler():
     torch.testing.assert_close(logits, alone, atol=1e-6, rtol=0)
 
 
+def test_distilbert_is_mean_pooled_with_its_own_names():
+    """DistilBERT calls its width `dim` and its head's dropout `seq_classif_dropout`."""
+    from transformers import DistilBertConfig
+
+    model = tiny_classifier(DistilBertConfig(vocab_size=100, dim=32, n_layers=2, n_heads=2,
+                                             hidden_dim=64, max_position_embeddings=64,
+                                             seq_classif_dropout=0.3))
+    assert model.base_model_prefix == "distilbert"
+    assert model.classifier.in_features == 32 and model.dropout.p == 0.3
+    ids = torch.tensor([[0, 17, 33, 2, 1]])
+    with torch.no_grad():
+        output = model(input_ids=ids, attention_mask=torch.tensor([[1, 1, 1, 1, 0]]),
+                       output_sentence_vectors=True)
+        states = model.encoder(input_ids=ids[:, :4]).last_hidden_state
+    torch.testing.assert_close(output.sentence_vectors, states.mean(dim=1), atol=1e-6, rtol=0)
+    assert tiny_bert().dropout.p == 0.1  # BERT's hidden_dropout_prob
+
+
 def test_build_classifier_keeps_the_pretrained_encoder(tiny_model_folder):
     from transformers import AutoModel, BertForSequenceClassification
 
