@@ -224,6 +224,7 @@ class Predictor:
         order, from one forward pass per batch. Vectors come from a mean-pooled model on the
         torch backend (a TypeError else, saying why)."""
         check_outputs(which)
+        widths = {"logits": len(self.labels)}
         if "vectors" in which:
             if self.session is not None:
                 raise TypeError("backend 'onnx' gives logits only; sentence vectors need "
@@ -231,9 +232,7 @@ class Predictor:
             if not isinstance(self.model, pooling_model.MeanPoolingForSequenceClassification):
                 raise TypeError(f"{self.folder} is not a mean-pooled classifier (a [CLS] head "
                                 "reads a vector of its architecture's own): no sentence vectors")
-        widths = {"logits": len(self.labels)}
-        if "vectors" in which:  # what the head reads
-            widths["vectors"] = self.model.classifier.in_features
+            widths["vectors"] = self.model.classifier.in_features  # what the head reads
         return self._in_input_order(texts, lambda batch: self._batch_outputs(batch, which),
                                     {name: widths[name] for name in which})
 

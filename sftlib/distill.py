@@ -136,8 +136,8 @@ def check_teacher(spec: str, label_names: list[str], needs_vectors: bool = False
                            f"{list(label_names)}; a teacher must have been trained on the same "
                            "label names in the same order")
     # by name: sftlib.pooling_model imports torch, which the preflight does without
-    architectures = _model_config(folder).get("architectures") or []
-    if needs_vectors and MEAN_POOLING_CLASS not in architectures:
+    if needs_vectors and MEAN_POOLING_CLASS not in (
+            _model_config(folder).get("architectures") or []):
         raise TeacherError(f"teacher: {folder} is not a mean-pooled classifier, so it has no "
                            "sentence vectors for distill_relation_weight; give a run trained "
                            "with pooling=mean, or set distill_relation_weight=0")
